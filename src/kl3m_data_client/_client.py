@@ -1,0 +1,377 @@
+"""AsyncKL3MClient: the asyncio-native client. The only place that combines I/O and decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._document import AsyncDocument
+from kl3m_data_client._errors import ClientClosedError, InvalidInputError
+from kl3m_data_client._formats import (
+    Limits,
+    StageContent,
+    decode_index,
+    decode_stage_object,
+)
+from kl3m_data_client._keys import (
+    index_key,
+    object_key,
+    stage_prefix,
+    validate_dataset_id,
+    validate_document_id,
+)
+from kl3m_data_client._stream import ordered_map
+from kl3m_data_client.models.common import DATA_STAGES, DatasetStatus, Stage
+from kl3m_data_client.models.stage import DatasetIndex
+
+if TYPE_CHECKING:
+    from kl3m_data_client._store import ObjectInfo, S3Store
+
+logger = logging.getLogger("kl3m_data_client")
+
+#: Objects up to this size are decoded on the event loop; larger ones in a worker thread.
+INLINE_DECODE_BYTES = 256 * 1024
+
+
+class AsyncKL3MClient:
+    """Asyncio client for the KL3M bucket.
+
+    Use ``async with AsyncKL3MClient() as client:`` or call :meth:`aclose` when done. The
+    S3 client is created on first use, on the running event loop. Credentials come from the
+    arguments or from botocore's chain (environment, ~/.aws files, profiles, SSO, assume-role,
+    container and instance roles); ``anonymous=True`` sends unsigned requests.
+    """
+
+    def __init__(
+        self,
+        bucket: str | None = None,
+        region: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        *,
+        bucket_name: str | None = None,
+        region_name: str | None = None,
+        profile: str | None = None,
+        endpoint_url: str | None = None,
+        anonymous: bool = False,
+        requester_pays: bool = False,
+        max_concurrency: int = 64,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry_mode: str = "standard",
+        max_attempts: int = 5,
+        verify: bool | str | None = None,
+        limits: Limits | None = None,
+        verbose: bool = False,
+        session: Any = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        if config is None:
+            config = ClientConfig.from_kwargs(
+                bucket=bucket,
+                bucket_name=bucket_name,
+                region=region,
+                region_name=region_name,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                profile=profile,
+                endpoint_url=endpoint_url,
+                anonymous=anonymous,
+                requester_pays=requester_pays,
+                max_concurrency=max_concurrency,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retry_mode=retry_mode,
+                max_attempts=max_attempts,
+                verify=verify,
+                limits=limits,
+                verbose=verbose,
+            )
+        self.config = config
+        self._session = session
+        self._store: S3Store | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def bucket(self) -> str:
+        """The bucket name."""
+        return self.config.bucket
+
+    @property
+    def store(self) -> S3Store:
+        """The S3 seam (created on first use; aiobotocore is imported here, not before)."""
+        if self._store is None:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            from kl3m_data_client._store import S3Store
+
+            self._store = S3Store(self.config, self._session)
+        return self._store
+
+    async def __aenter__(self) -> AsyncKL3MClient:
+        await self.store.client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the S3 client and its connections; the client cannot be used afterwards."""
+        self._closed = True
+        if self._store is not None:
+            await self._store.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`aclose`."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        endpoint = (
+            f", endpoint_url={self.config.endpoint_url!r}" if self.config.endpoint_url else ""
+        )
+        return f"AsyncKL3MClient(bucket={self.bucket!r}{endpoint})"
+
+    def _log(self, message: str, *args: object) -> None:
+        logger.log(logging.INFO if self.config.verbose else logging.DEBUG, message, *args)
+
+    # -- listing ---------------------------------------------------------------------------
+    async def iter_objects(
+        self, prefix: str, *, start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """Stream the objects under ``prefix`` (key, size, etag, last modified), page by page."""
+        async for page in self.store.list_pages(prefix, start_after=start_after):
+            for info in page.objects:
+                yield info
+
+    async def iter_prefix(self, prefix: str) -> AsyncIterator[str]:
+        """Stream the keys under ``prefix``."""
+        async for page in self.store.list_pages(prefix):
+            for info in page.objects:
+                yield info.key
+
+    async def _list_dataset_ids(self, stage: Stage) -> list[str]:
+        ids: list[str] = []
+        async for page in self.store.list_pages(stage_prefix(stage), delimiter="/"):
+            ids.extend(p[len(stage.value) + 1 :].rstrip("/") for p in page.prefixes)
+        return ids
+
+    async def list_datasets(self) -> dict[str, dict[Stage, bool]]:
+        """Every dataset id, with whether it has objects in each data stage."""
+        found = await asyncio.gather(*(self._list_dataset_ids(s) for s in DATA_STAGES))
+        names = sorted(set().union(*found))
+        return {
+            name: {stage: name in ids for stage, ids in zip(DATA_STAGES, found, strict=True)}
+            for name in names
+        }
+
+    async def _count(self, prefix: str) -> int:
+        count = 0
+        async for page in self.store.list_pages(prefix):
+            count += len(page.objects)
+        self._log("counted %d objects under %s", count, prefix)
+        return count
+
+    async def get_dataset_status(
+        self, dataset_id: str, key_prefix: str | None = None
+    ) -> DatasetStatus:
+        """Object counts of a dataset in the three stages (listed concurrently)."""
+        counts = await asyncio.gather(
+            *(self._count(stage_prefix(s, dataset_id, key_prefix)) for s in DATA_STAGES)
+        )
+        return DatasetStatus.from_counts(dataset_id, *counts)
+
+    async def iter_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        limit: int | None = None,
+        *,
+        start_after: str | None = None,
+    ) -> AsyncIterator[str]:
+        """Stream the document ids of a dataset in ``stage`` (listing order)."""
+        stage = Stage.coerce(stage)
+        if stage not in DATA_STAGES:
+            raise InvalidInputError(f"stage {stage.value!r} holds no documents")
+        if limit is not None and limit < 0:
+            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            return
+        prefix = stage_prefix(stage, dataset_id, key_prefix)
+        base = len(stage_prefix(stage, dataset_id))
+        count = 0
+        async for page in self.store.list_pages(prefix, start_after=start_after):
+            for info in page.objects:
+                doc_id = info.key[base:]
+                if doc_id.endswith(".json"):
+                    doc_id = doc_id[:-5]
+                if not doc_id or doc_id.endswith("/"):
+                    continue
+                yield doc_id
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    async def list_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """All document ids of a dataset (loads them in memory; prefer :meth:`iter_documents`)."""
+        return [d async for d in self.iter_documents(dataset_id, stage, key_prefix, limit)]
+
+    async def get_dataset_index(
+        self, dataset_id: str, key_prefix: str | None = None
+    ) -> DatasetIndex | None:
+        """The dataset's index object (gzip or plain JSON), or None if it has none."""
+        key = index_key(dataset_id, key_prefix)
+        data = await self.store.get(key)
+        if data is None:
+            return None
+        index: DatasetIndex = await self._decode(
+            len(data), decode_index, key, data, dataset_id, self.config.limits
+        )
+        return index
+
+    # -- documents -------------------------------------------------------------------------
+    async def _decode(self, size: int, fn: Any, *args: Any) -> Any:
+        if size <= INLINE_DECODE_BYTES:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def fetch_content(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> StageContent | None:
+        """GET and decode one document's object in ``stage``; None if it does not exist."""
+        stage = Stage.coerce(stage)
+        document_id = validate_document_id(document_id)
+        key = object_key(stage, dataset_id, document_id)
+        data = await self.store.get(key)
+        if data is None:
+            return None
+        content: StageContent = await self._decode(
+            len(data), decode_stage_object, stage.value, key, document_id, data, self.config.limits
+        )
+        return content
+
+    async def get_document(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> AsyncDocument | None:
+        """The document with its ``stage`` content loaded (one GET), or None if absent."""
+        stage = Stage.coerce(stage)
+        document_id = validate_document_id(document_id)
+        validate_dataset_id(dataset_id)
+        content = await self.fetch_content(dataset_id, document_id, stage)
+        if content is None:
+            return None
+        return AsyncDocument(self, dataset_id, document_id, stage, {stage: content})
+
+    async def exists(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> bool:
+        """True if the document has an object in ``stage`` (a HEAD request)."""
+        stage = Stage.coerce(stage)
+        return await self.store.head(object_key(stage, dataset_id, document_id)) is not None
+
+    def stream_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        *,
+        key_prefix: str | None = None,
+        document_ids: Iterable[str] | AsyncIterable[str] | None = None,
+        limit: int | None = None,
+        skip_missing: bool = True,
+    ) -> AsyncIterator[AsyncDocument]:
+        """Fetch and decode documents concurrently, yielding them in listing (or given) order.
+
+        At most ``max_concurrency`` requests are in flight and at most twice that many
+        documents are held, however slow the consumer. Ids in ``document_ids`` that do not
+        exist are skipped (or raise NotFoundError with ``skip_missing=False``); a corrupt
+        object raises CorruptObjectError naming its key.
+        """
+        stage = Stage.coerce(stage)
+        validate_dataset_id(dataset_id)
+        ids: Iterable[str] | AsyncIterable[str]
+        if document_ids is None:
+            ids = self.iter_documents(dataset_id, stage, key_prefix, limit)
+        else:
+            ids = _limited(document_ids, limit)
+
+        async def fetch(doc_id: str) -> AsyncDocument | None:
+            content = await self.fetch_content(dataset_id, doc_id, stage)
+            if content is None:
+                if not skip_missing:
+                    from kl3m_data_client._errors import NotFoundError
+
+                    key = object_key(stage, dataset_id, doc_id)
+                    raise NotFoundError(f"document {key!r} not found", key=key)
+                return None
+            return AsyncDocument(
+                self, dataset_id, validate_document_id(doc_id), stage, {stage: content}
+            )
+
+        return _present(ordered_map(ids, fetch, window=2 * self.config.max_concurrency))
+
+    async def get_documents(
+        self,
+        dataset_id: str,
+        document_ids: Iterable[str],
+        stage: Stage | str = Stage.DOCUMENTS,
+    ) -> dict[str, AsyncDocument | None]:
+        """Fetch many documents concurrently: ``{id: document or None}`` in the given order."""
+        stage = Stage.coerce(stage)
+        ids = list(dict.fromkeys(document_ids))
+        for doc_id in ids:
+            validate_document_id(doc_id)
+        validate_dataset_id(dataset_id)
+        results: dict[str, AsyncDocument | None] = {}
+
+        async def fetch(doc_id: str) -> tuple[str, AsyncDocument | None]:
+            return doc_id, await self.get_document(dataset_id, doc_id, stage)
+
+        async for doc_id, doc in ordered_map(ids, fetch, window=2 * self.config.max_concurrency):
+            results[doc_id] = doc
+        return results
+
+
+async def _limited(
+    items: Iterable[str] | AsyncIterable[str], limit: int | None
+) -> AsyncIterator[str]:
+    from kl3m_data_client._stream import aiter_items
+
+    count = 0
+    if limit is not None and limit <= 0:
+        return
+    async for item in aiter_items(items):
+        yield item
+        count += 1
+        if limit is not None and count >= limit:
+            return
+
+
+async def _present(items: AsyncIterator[AsyncDocument | None]) -> AsyncIterator[AsyncDocument]:
+    try:
+        async for item in items:
+            if item is not None:
+                yield item
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+
+
+__all__ = ["AsyncKL3MClient"]

@@ -1,0 +1,107 @@
+"""ClientConfig: every setting of a client, validated once, picklable, secrets kept out of repr."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from kl3m_data_client._errors import InvalidInputError
+from kl3m_data_client._formats import DEFAULT_LIMITS, Limits
+
+DEFAULT_BUCKET = "data.kl3m.ai"
+_SECRET_FIELDS = frozenset({"aws_secret_access_key", "aws_session_token"})
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Settings shared by :class:`AsyncKL3MClient`, :class:`KL3MClient` and the exporter."""
+
+    bucket: str = DEFAULT_BUCKET
+    region: str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    profile: str | None = None
+    endpoint_url: str | None = None
+    anonymous: bool = False
+    requester_pays: bool = False
+    max_concurrency: int = 64
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    verify: bool | str | None = None
+    limits: Limits = DEFAULT_LIMITS
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bucket, str) or not self.bucket:
+            raise InvalidInputError(f"bucket must be a non-empty string, got {self.bucket!r}")
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise InvalidInputError(
+                f"max_concurrency must be a positive integer, got {self.max_concurrency!r}"
+            )
+        if self.retry_mode not in ("standard", "adaptive", "legacy"):
+            raise InvalidInputError(
+                f"retry_mode must be 'standard', 'adaptive' or 'legacy', got {self.retry_mode!r}"
+            )
+        if self.max_attempts < 1:
+            raise InvalidInputError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise InvalidInputError("connect_timeout and read_timeout must be positive")
+        if self.anonymous and (self.aws_access_key_id or self.aws_secret_access_key):
+            raise InvalidInputError("anonymous=True cannot be combined with explicit credentials")
+        if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
+            raise InvalidInputError(
+                "aws_access_key_id and aws_secret_access_key must be given together"
+            )
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        *,
+        bucket: str | None = None,
+        bucket_name: str | None = None,
+        region: str | None = None,
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> ClientConfig:
+        """Build from constructor keywords; ``bucket_name``/``region_name`` are aliases."""
+        if bucket and bucket_name and bucket != bucket_name:
+            raise InvalidInputError("pass either bucket or bucket_name, not both")
+        if region and region_name and region != region_name:
+            raise InvalidInputError("pass either region or region_name, not both")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        return cls(
+            bucket=bucket or bucket_name or DEFAULT_BUCKET,
+            region=region or region_name,
+            **{k: v for k, v in kwargs.items() if v is not None},
+        )
+
+    def with_options(self, **changes: Any) -> ClientConfig:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+    @property
+    def path_style(self) -> bool:
+        """Path-style addressing: always for custom endpoints and dotted bucket names."""
+        return self.endpoint_url is not None or "." in self.bucket
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without secrets (for manifests, logs and reprs)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in _SECRET_FIELDS or f.name == "limits":
+                continue
+            out[f.name] = getattr(self, f.name)
+        out["aws_access_key_id"] = "***" if self.aws_access_key_id else None
+        return out
+
+    def without_secrets(self) -> ClientConfig:
+        """A copy that resolves credentials through botocore's chain wherever it is used."""
+        return replace(
+            self, aws_access_key_id=None, aws_secret_access_key=None, aws_session_token=None
+        )

@@ -1,0 +1,261 @@
+"""Pure decoders of the KL3M object formats: bytes in, models out, no I/O.
+
+Every failure raises :class:`CorruptObjectError` (or :class:`SizeLimitExceededError`)
+naming the key and what failed; nothing else escapes for any input bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from kl3m_data_client._errors import CorruptObjectError, SizeLimitExceededError
+from kl3m_data_client.models.document import (
+    DocumentContent,
+    DocumentMetadata,
+    ParquetContent,
+    RepresentationContent,
+)
+from kl3m_data_client.models.stage import DatasetIndex
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size caps: ``max_object_bytes`` per GET, ``max_inflated_bytes`` per decompression."""
+
+    max_object_bytes: int = 512 * MiB
+    max_inflated_bytes: int = 1024 * MiB
+
+
+DEFAULT_LIMITS = Limits()
+
+_TEXT_TYPES = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/xhtml+xml",
+        "application/javascript",
+        "application/x-sh",
+        "application/rtf",
+    }
+)
+
+
+def is_text_mime(mime_type: str | None) -> bool | None:
+    """True/False for a known text/binary MIME type, None when unknown or absent."""
+    if not mime_type:
+        return None
+    mime = mime_type.split(";", 1)[0].strip().lower()
+    if mime.startswith("text/") or mime in _TEXT_TYPES:
+        return True
+    return mime.endswith(("+xml", "+json"))
+
+
+def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int = 15) -> bytes:
+    """Inflate a zlib (or gzip with ``wbits=31``) stream, refusing output above ``limit``."""
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise CorruptObjectError(key, f"invalid {what} data: {exc}") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise SizeLimitExceededError(key, f"{what} data inflates beyond the limit of {limit} bytes")
+    if not decompressor.eof:
+        raise CorruptObjectError(key, f"truncated {what} data")
+    return out
+
+
+if sys.version_info >= (3, 11):
+
+    def _strict_b64(value: str) -> bytes:
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+
+else:  # pragma: no cover - Python 3.10
+
+    def _strict_b64(value: str) -> bytes:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+
+
+def _b64(value: str, key: str, field: str) -> bytes:
+    try:
+        return _strict_b64(value)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise CorruptObjectError(key, f"invalid base64 in {field!r}: {exc}") from None
+
+
+def _has_zlib_header(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+def _load_json(data: bytes, key: str, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObjectError(key, f"invalid JSON in {what}: {exc}") from None
+
+
+def decode_content_field(
+    value: str, key: str, *, mime_type: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> str | bytes:
+    """Invert ``base64(zlib(raw))``: ``str`` for text originals, ``bytes`` for binary ones."""
+    raw = inflate(_b64(value, key, "content"), key, limit=limits.max_inflated_bytes)
+    return bytes_to_content(raw, mime_type)
+
+
+def bytes_to_content(raw: bytes, mime_type: str | None) -> str | bytes:
+    """Text as ``str`` when the MIME type says text (or is unknown) and it is UTF-8."""
+    if is_text_mime(mime_type) is False:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def decode_document(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> DocumentContent:
+    """Decode a documents-stage object."""
+    obj = _load_json(data, key, "documents object")
+    if not isinstance(obj, dict):
+        raise CorruptObjectError(key, "documents object is not a JSON object")
+    encoded = obj.get("content")
+    if encoded is None:
+        raw = b""
+    elif isinstance(encoded, str):
+        raw = inflate(_b64(encoded, key, "content"), key, limit=limits.max_inflated_bytes)
+    else:
+        raise CorruptObjectError(key, "'content' is not a string")
+    fmt = obj.get("format")
+    digest = obj.get("blake2b")
+    return DocumentContent(
+        content=bytes_to_content(raw, fmt if isinstance(fmt, str) else None),
+        metadata=DocumentMetadata.from_dict(obj),
+        raw=raw,
+        blake2b=digest if isinstance(digest, str) and digest else None,
+    )
+
+
+def _decode_text(value: str, key: str, limits: Limits) -> str:
+    """Representation text: base64(zlib(utf8)) or, from some writers, the plain text."""
+    try:
+        packed = _strict_b64(value)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return value
+    if not _has_zlib_header(packed):
+        return value
+    raw = inflate(packed, key, limit=limits.max_inflated_bytes)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptObjectError(key, f"representation text is not UTF-8: {exc}") from None
+
+
+def decode_representation(
+    key: str, data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> RepresentationContent:
+    """Decode a representations-stage object; every representation's text is decoded."""
+    obj = _load_json(data, key, "representations object")
+    if not isinstance(obj, dict) or not isinstance(obj.get("documents"), list):
+        raise CorruptObjectError(key, "representations object has no 'documents' list")
+    for doc in obj["documents"]:
+        if not isinstance(doc, dict):
+            raise CorruptObjectError(key, "a 'documents' entry is not a JSON object")
+        reps = doc.get("representations") or {}
+        if not isinstance(reps, dict):
+            raise CorruptObjectError(key, "'representations' is not a JSON object")
+        for mime, rep in reps.items():
+            if not isinstance(rep, dict):
+                raise CorruptObjectError(key, f"representation {mime!r} is not a JSON object")
+            content = rep.get("content")
+            if isinstance(content, str):
+                rep["content"] = _decode_text(content, key, limits)
+            tokens = rep.get("tokens") or {}
+            if not isinstance(tokens, dict) or not all(
+                isinstance(ids, list) for ids in tokens.values()
+            ):
+                raise CorruptObjectError(key, f"tokens of {mime!r} are not lists of ids")
+    return RepresentationContent(documents=obj["documents"])
+
+
+def parquet_bytes(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The parquet file inside a parquet-stage object (zlib-compressed or plain)."""
+    if data[:4] == b"PAR1":
+        return data
+    if _has_zlib_header(data):
+        return inflate(data, key, limit=limits.max_inflated_bytes)
+    raise CorruptObjectError(key, "neither zlib-compressed nor plain parquet")
+
+
+def read_parquet_table(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Read a parquet-stage object into a ``pyarrow.Table``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    payload = parquet_bytes(key, data, limits)
+    try:
+        return pq.read_table(pa.BufferReader(payload))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CorruptObjectError(key, f"invalid parquet: {exc}") from None
+
+
+def decode_parquet(
+    key: str, document_id: str, data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> ParquetContent:
+    """Decode a parquet-stage object (the table is parsed now, so corruption shows here)."""
+    content = ParquetContent.from_bytes(document_id, data, key=key)
+    content._table = read_parquet_table(key, data, limits)
+    return content
+
+
+def parquet_tokens(
+    key: str, data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[str, dict[str, list[int]]]:
+    """The identifier and token ids per MIME type of a parquet-stage object."""
+    table = read_parquet_table(key, data, limits)
+    if table.num_rows == 0:
+        raise CorruptObjectError(key, "parquet table has no rows")
+    names = table.column_names
+    identifier = ""
+    if "identifier" in names:
+        identifier = str(table.column("identifier")[0].as_py() or "")
+    if "representations" not in names:
+        raise CorruptObjectError(key, "parquet table has no 'representations' column")
+    reps = table.column("representations")[0].as_py()
+    pairs = reps.items() if isinstance(reps, dict) else (reps or [])
+    return identifier, {str(mime): list(ids or []) for mime, ids in pairs}
+
+
+def decode_index(
+    key: str, data: bytes, dataset_id: str = "", limits: Limits = DEFAULT_LIMITS
+) -> DatasetIndex:
+    """Decode an index object: gzip-compressed or plain JSON (sniffed by the gzip magic)."""
+    if data[:2] == b"\x1f\x8b":
+        data = inflate(data, key, limit=limits.max_inflated_bytes, what="gzip", wbits=31)
+    obj = _load_json(data, key, "index")
+    if not isinstance(obj, dict) or not isinstance(obj.get("objects", []), list):
+        raise CorruptObjectError(key, "index has no 'objects' list")
+    if not isinstance(obj.get("metadata") or {}, dict):
+        raise CorruptObjectError(key, "index 'metadata' is not a JSON object")
+    return DatasetIndex.from_dict(obj, dataset_id)
+
+
+StageContent = DocumentContent | RepresentationContent | ParquetContent
+
+
+def decode_stage_object(
+    stage_value: str, key: str, document_id: str, data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> StageContent:
+    """Decode an object of the data stage named ``stage_value``."""
+    if stage_value == "documents":
+        return decode_document(key, data, limits)
+    if stage_value == "representations":
+        return decode_representation(key, data, limits)
+    if stage_value == "parquet":
+        return decode_parquet(key, document_id, data, limits)
+    raise ValueError(f"not a data stage: {stage_value!r}")

@@ -1,0 +1,100 @@
+"""Bucket keys: validation of user-supplied ids and the mapping id <-> key per stage."""
+
+from __future__ import annotations
+
+from kl3m_data_client._errors import InvalidInputError
+from kl3m_data_client.models.common import DATA_STAGES, Stage
+
+_STAGE_VALUES = tuple(s.value for s in DATA_STAGES)
+
+
+def _check_segments(kind: str, value: str) -> None:
+    if "\x00" in value:
+        raise InvalidInputError(f"{kind} {value!r} contains a NUL character")
+    for segment in value.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidInputError(
+                f"{kind} {value!r} has an empty, '.' or '..' path segment; "
+                "ids are paths relative to the dataset"
+            )
+
+
+def validate_dataset_id(dataset_id: str) -> str:
+    """Return ``dataset_id`` if it names one dataset (no ``/``, not empty), else raise."""
+    if not isinstance(dataset_id, str) or not dataset_id.strip():
+        raise InvalidInputError(f"dataset id must be a non-empty string, got {dataset_id!r}")
+    if "/" in dataset_id:
+        raise InvalidInputError(
+            f"dataset id {dataset_id!r} contains '/'; pass the sub-folder as key_prefix"
+        )
+    _check_segments("dataset id", dataset_id)
+    return dataset_id
+
+
+def validate_document_id(document_id: str) -> str:
+    """Return the normalised id (a trailing ``.json`` dropped) or raise InvalidInputError."""
+    if not isinstance(document_id, str) or not document_id:
+        raise InvalidInputError(f"document id must be a non-empty string, got {document_id!r}")
+    if document_id.startswith("/"):
+        raise InvalidInputError(f"document id {document_id!r} starts with '/'")
+    if document_id.endswith(".json"):
+        document_id = document_id[: -len(".json")]
+    _check_segments("document id", document_id)
+    return document_id
+
+
+def normalize_key_prefix(key_prefix: str | None) -> str | None:
+    """Strip surrounding ``/`` from a key prefix; None or empty means the whole dataset."""
+    if key_prefix is None:
+        return None
+    if not isinstance(key_prefix, str):
+        raise InvalidInputError(f"key prefix must be a string, got {key_prefix!r}")
+    clean = key_prefix.strip("/")
+    if not clean:
+        return None
+    _check_segments("key prefix", clean)
+    return clean
+
+
+def stage_prefix(stage: Stage, dataset_id: str | None = None, key_prefix: str | None = None) -> str:
+    """``documents/``, ``documents/usc/`` or ``documents/usc/{key_prefix}/``."""
+    prefix = f"{stage.value}/"
+    if dataset_id is not None:
+        prefix += f"{validate_dataset_id(dataset_id)}/"
+        clean = normalize_key_prefix(key_prefix)
+        if clean:
+            prefix += f"{clean}/"
+    return prefix
+
+
+def object_key(stage: Stage, dataset_id: str, document_id: str) -> str:
+    """The key of a document in ``stage`` (``.json`` for documents and representations)."""
+    doc = validate_document_id(document_id)
+    base = f"{stage.value}/{validate_dataset_id(dataset_id)}/{doc}"
+    if stage in (Stage.DOCUMENTS, Stage.REPRESENTATIONS):
+        return base + ".json"
+    if stage is Stage.PARQUET:
+        return base
+    raise InvalidInputError(f"stage {stage.value!r} holds no documents")
+
+
+def document_id_from_key(key: str, dataset_id: str | None = None) -> str:
+    """The document id in a key of any data stage (``.json`` dropped); '' if none."""
+    stage, _, rest = key.partition("/")
+    if stage not in _STAGE_VALUES:
+        rest = key
+    dataset, sep, doc = rest.partition("/")
+    if not sep or (dataset_id is not None and dataset != dataset_id):
+        return ""
+    if doc.endswith(".json"):
+        doc = doc[: -len(".json")]
+    return doc
+
+
+def index_key(dataset_id: str, key_prefix: str | None = None) -> str:
+    """``index/{dataset}.json.gz`` or ``index/{dataset}-{prefix with '/' -> '-'}.json.gz``."""
+    dataset_id = validate_dataset_id(dataset_id)
+    clean = normalize_key_prefix(key_prefix)
+    if clean:
+        return f"index/{dataset_id}-{clean.replace('/', '-')}.json.gz"
+    return f"index/{dataset_id}.json.gz"

@@ -1,0 +1,337 @@
+"""The S3 seam: list a prefix, get an object, head an object. The only module doing S3 I/O.
+
+One aiobotocore session and client per store, created on the running loop, with the
+connection pool sized to ``max_concurrency``; a semaphore holds requests in flight to the
+same number. Errors leave this module as the exceptions of ``_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore import UNSIGNED
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._errors import (
+    AccessDeniedError,
+    ClientClosedError,
+    ConnectionFailedError,
+    InvalidInputError,
+    KL3MError,
+    NotFoundError,
+    ServiceError,
+    SizeLimitExceededError,
+)
+
+logger = logging.getLogger("kl3m_data_client")
+
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+_BAD_CREDENTIALS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_BODY_ERRORS: tuple[type[Exception], ...] = (
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionError,
+    asyncio.TimeoutError,
+    ResponseStreamingError,
+    ReadTimeoutError,
+    BotoConnectionError,
+    ConnectionError,
+)
+_ACCESS_HINT = (
+    "check your AWS credentials (environment, ~/.aws, --profile), the region, and whether "
+    "the bucket needs requester_pays=True or anonymous=True"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """A listed or HEADed object."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+
+
+@dataclass(slots=True)
+class ListPage:
+    """One ListObjectsV2 page: objects, common prefixes, and the token of the next page."""
+
+    objects: list[ObjectInfo] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    next_token: str | None = None
+
+
+class _BrokenBody(Exception):
+    pass
+
+
+_RETRYABLE: tuple[type[Exception], ...] = (_BrokenBody, *_BODY_ERRORS)
+
+
+class S3Store:
+    """List / get / head against one bucket, with retries of broken bodies."""
+
+    def __init__(self, config: ClientConfig, session: AioSession | None = None) -> None:
+        self.config = config
+        self._session = session
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(config.max_concurrency)
+        self._closed = False
+        self._extra: dict[str, str] = {"RequestPayer": "requester"} if config.requester_pays else {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def client(self) -> Any:
+        """The aiobotocore S3 client, created on first use."""
+        if self._client is not None:
+            return self._client
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._create()
+        return self._client
+
+    async def _create(self) -> Any:
+        cfg = self.config
+        try:
+            session = self._session or AioSession(profile=cfg.profile)
+        except ProfileNotFound as exc:
+            raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
+        options: dict[str, Any] = {
+            "max_pool_connections": cfg.max_concurrency,
+            "connect_timeout": cfg.connect_timeout,
+            "read_timeout": cfg.read_timeout,
+            "retries": {"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
+            "s3": {"addressing_style": "path" if cfg.path_style else "auto"},
+        }
+        if cfg.anonymous:
+            options["signature_version"] = UNSIGNED
+        kwargs: dict[str, Any] = {"config": AioConfig(**options)}
+        if cfg.region:
+            kwargs["region_name"] = cfg.region
+        elif session.get_config_variable("region") is None:
+            kwargs["region_name"] = "us-east-1"
+        if cfg.endpoint_url:
+            kwargs["endpoint_url"] = cfg.endpoint_url
+        if cfg.verify is not None:
+            kwargs["verify"] = cfg.verify
+        if cfg.aws_access_key_id:
+            kwargs["aws_access_key_id"] = cfg.aws_access_key_id
+            kwargs["aws_secret_access_key"] = cfg.aws_secret_access_key
+            if cfg.aws_session_token:
+                kwargs["aws_session_token"] = cfg.aws_session_token
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(session.create_client("s3", **kwargs))
+        except ProfileNotFound as exc:
+            await stack.aclose()
+            raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
+        except BotoCoreError as exc:
+            await stack.aclose()
+            raise InvalidInputError(f"cannot configure the S3 client: {exc}") from exc
+        self._stack = stack
+        return client
+
+    async def aclose(self) -> None:
+        """Close the S3 client and its connection pool."""
+        self._closed = True
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`aclose`."""
+        return self._closed
+
+    # -- errors ----------------------------------------------------------------------------
+    def _error(self, exc: Exception, what: str, key: str | None = None) -> KL3MError:
+        bucket = self.config.bucket
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return NotFoundError(f"bucket {bucket!r} does not exist", key=key)
+            if code in _DENIED or status == 403:
+                return AccessDeniedError(
+                    f"access denied to {what} in bucket {bucket!r}: {_ACCESS_HINT}", key=key
+                )
+            if code in _BAD_CREDENTIALS:
+                return AccessDeniedError(
+                    f"S3 rejected the credentials ({code}) for {what}: {_ACCESS_HINT}", key=key
+                )
+            if code in _NOT_FOUND:
+                return NotFoundError(f"{what} not found in bucket {bucket!r}", key=key)
+            message = err.get("Message") or ""
+            return ServiceError(
+                f"S3 error {code or status} for {what}: {message}".rstrip(": "),
+                key=key,
+                code=code or None,
+            )
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return AccessDeniedError(
+                f"no usable AWS credentials for {what}: configure them (environment, "
+                "~/.aws, --profile) or use anonymous=True for public data",
+                key=key,
+            )
+        if isinstance(exc, (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+            where = self.config.endpoint_url or "S3"
+            return ConnectionFailedError(
+                f"cannot reach {where} for {what}: {type(exc).__name__}: {exc}; "
+                "check the endpoint, region and network"
+            )
+        return ServiceError(f"unexpected failure for {what}: {type(exc).__name__}: {exc}", key=key)
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(min(5.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+
+    # -- operations ------------------------------------------------------------------------
+    async def list_pages(
+        self,
+        prefix: str,
+        *,
+        delimiter: str | None = None,
+        start_after: str | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[ListPage]:
+        """Yield ListObjectsV2 pages of ``prefix``; a failed page is retried from its token."""
+        client = await self.client()
+        params: dict[str, Any] = {
+            "Bucket": self.config.bucket,
+            "Prefix": prefix,
+            "MaxKeys": page_size,
+            **self._extra,
+        }
+        if delimiter:
+            params["Delimiter"] = delimiter
+        if start_after:
+            params["StartAfter"] = start_after
+        token: str | None = None
+        while True:
+            call = dict(params, ContinuationToken=token) if token else params
+            response = await self._list_once(client, call, prefix)
+            page = ListPage(
+                objects=[
+                    ObjectInfo(
+                        key=item["Key"],
+                        size=int(item.get("Size", 0)),
+                        etag=str(item.get("ETag", "")).strip('"'),
+                        last_modified=item.get("LastModified"),
+                    )
+                    for item in response.get("Contents", ())
+                ],
+                prefixes=[p["Prefix"] for p in response.get("CommonPrefixes", ())],
+            )
+            token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
+            page.next_token = token
+            yield page
+            if not token:
+                return
+
+    async def _list_once(self, client: Any, params: dict[str, Any], prefix: str) -> Any:
+        what = f"listing of {prefix!r}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._sem:
+                    return await client.list_objects_v2(**params)
+            except ClientError as exc:
+                raise self._error(exc, what) from None
+            except _BODY_ERRORS as exc:
+                if attempt >= self.config.max_attempts:
+                    raise self._error(exc, what) from None
+                logger.debug("retrying %s after %s", what, type(exc).__name__)
+                await self._backoff(attempt)
+            except BotoCoreError as exc:
+                raise self._error(exc, what) from None
+
+    async def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist; broken bodies are re-requested."""
+        client = await self.client()
+        limit = self.config.limits.max_object_bytes
+        what = f"object {key!r}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._sem:
+                    response = await client.get_object(
+                        Bucket=self.config.bucket, Key=key, **self._extra
+                    )
+                    length = response.get("ContentLength")
+                    body = response["Body"]
+                    if length is not None and length > limit:
+                        body.close()
+                        raise SizeLimitExceededError(
+                            key, f"object is {length} bytes, above the limit of {limit} bytes"
+                        )
+                    async with body as stream:
+                        data: bytes = await stream.read()
+                if length is not None and len(data) != length:
+                    raise _BrokenBody(f"got {len(data)} of {length} bytes")
+                return data
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in _NOT_FOUND:
+                    return None
+                raise self._error(exc, what, key) from None
+            except _RETRYABLE as exc:
+                if attempt >= self.config.max_attempts:
+                    raise ConnectionFailedError(
+                        f"GET {key!r} failed after {attempt} attempts: {type(exc).__name__}: {exc}"
+                    ) from None
+                logger.debug("retrying GET %r after %s", key, type(exc).__name__)
+                await self._backoff(attempt)
+            except BotoCoreError as exc:
+                raise self._error(exc, what, key) from None
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's size, etag and date, or None if it does not exist."""
+        client = await self.client()
+        try:
+            async with self._sem:
+                response = await client.head_object(
+                    Bucket=self.config.bucket, Key=key, **self._extra
+                )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND:
+                return None
+            raise self._error(exc, f"object {key!r}", key) from None
+        except (BotoCoreError, *_BODY_ERRORS) as exc:
+            raise self._error(exc, f"object {key!r}", key) from None
+        return ObjectInfo(
+            key=key,
+            size=int(response.get("ContentLength", 0)),
+            etag=str(response.get("ETag", "")).strip('"'),
+            last_modified=response.get("LastModified"),
+        )

@@ -1,0 +1,56 @@
+"""Ordered concurrent map: the one "fetch many things, yield them in order" shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def aiter_items(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """An async iterator over a sync or async iterable."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def ordered_map(
+    items: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], Awaitable[R]],
+    *,
+    window: int,
+) -> AsyncIterator[R]:
+    """Yield ``await fn(item)`` for each item, in input order, with ``window`` calls running.
+
+    Input is pulled only as results are consumed (backpressure: a slow consumer holds at most
+    ``window`` results). The first failure is raised in order; closing the iterator early
+    cancels the calls still running.
+    """
+    pending: deque[asyncio.Future[R]] = deque()
+    source = aiter_items(items)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    item = await source.__anext__()
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                pending.append(asyncio.ensure_future(fn(item)))
+            if not pending:
+                return
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await source.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,339 @@
+"""KL3MClient: the blocking API. It runs the async core on a background event loop and
+forwards every call to it; no logic lives here."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, TypeVar
+
+from kl3m_data_client._client import AsyncKL3MClient
+from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._document import AsyncDocument, DocumentBase
+from kl3m_data_client._errors import ClientClosedError
+from kl3m_data_client._formats import StageContent
+from kl3m_data_client.models.common import DatasetStatus, Stage
+from kl3m_data_client.models.document import (
+    DocumentContent,
+    ParquetContent,
+    RepresentationContent,
+    RepresentationList,
+)
+from kl3m_data_client.models.stage import DatasetIndex
+
+T = TypeVar("T")
+
+# Runners inherited through fork() cannot be closed in the child (their loop thread does not
+# exist there); they are kept referenced so that no finalizer touches them.
+_ORPHANS: list[object] = []
+
+
+class _Runner:
+    """An event loop on a daemon thread (anyio's blocking portal) and the async client on it."""
+
+    def __init__(self, config: ClientConfig, session: Any) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self.pid = os.getpid()
+        self._cm: AbstractContextManager[Any] = start_blocking_portal(
+            "asyncio", name="kl3m-data-client"
+        )
+        self.portal = self._cm.__enter__()
+        self.client = AsyncKL3MClient(config=config, session=session)
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed or self.pid != os.getpid():
+            return
+        self.closed = True
+        try:
+            self.portal.call(self.client.aclose)
+        finally:
+            self._cm.__exit__(None, None, None)
+
+
+class KL3MClient:
+    """Blocking client for the KL3M bucket, with the API of the reference ``KL3MClient``.
+
+    Every call runs on the :class:`AsyncKL3MClient` of a private event loop thread, so it
+    works inside Jupyter and other running loops, from many threads and after ``fork()``.
+    Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        bucket: str | None = None,
+        region: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        s3_client: Any = None,
+        verbose: bool = False,
+        **options: Any,
+    ) -> None:
+        session = options.pop("session", None)
+        config = options.pop("config", None)
+        if config is None:
+            if s3_client is not None:
+                options = {**_options_from_boto_client(s3_client), **options}
+                region = region or options.pop("region", None)
+            config = ClientConfig.from_kwargs(
+                bucket=bucket,
+                region=region,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                verbose=verbose,
+                **options,
+            )
+        self.config: ClientConfig = config
+        self._session = session
+        self._user_s3_client = s3_client
+        self._sync_s3_client: Any = None
+        self._runner: _Runner | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def bucket(self) -> str:
+        """The bucket name."""
+        return self.config.bucket
+
+    def _get_runner(self) -> _Runner:
+        runner = self._runner
+        if runner is not None and runner.pid == os.getpid():
+            return runner
+        with self._lock:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            runner = self._runner
+            if runner is None or runner.pid != os.getpid():
+                if runner is not None:  # inherited through fork(): abandon, never touch
+                    _ORPHANS.append(runner)
+                    if self._finalizer is not None:
+                        self._finalizer.detach()
+                runner = _Runner(self.config, self._session if runner is None else None)
+                self._runner = runner
+                self._finalizer = weakref.finalize(self, runner.close)
+        return runner
+
+    @property
+    def async_client(self) -> AsyncKL3MClient:
+        """The :class:`AsyncKL3MClient` this client forwards to."""
+        return self._get_runner().client
+
+    def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        runner = self._get_runner()
+        result: T = runner.portal.call(lambda: fn(*args, **kwargs))
+        return result
+
+    def _iterate(
+        self, make: Callable[[AsyncKL3MClient], AsyncIterator[Any]], buffer: int = 1024
+    ) -> Iterator[Any]:
+        """Drive an async iterator of the core from this thread, a batch per thread hop."""
+        from kl3m_data_client._bridge import iterate_in_portal
+
+        runner = self._get_runner()
+        return iterate_in_portal(runner.portal, lambda: make(runner.client), buffer)
+
+    def close(self) -> None:
+        """Close the connections and stop the event loop thread."""
+        with self._lock:
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if runner is not None:
+            runner.close()
+        if self._sync_s3_client is not None:
+            self._sync_s3_client.close()
+            self._sync_s3_client = None
+
+    def __enter__(self) -> KL3MClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        endpoint = (
+            f", endpoint_url={self.config.endpoint_url!r}" if self.config.endpoint_url else ""
+        )
+        return f"KL3MClient(bucket={self.bucket!r}{endpoint})"
+
+    @property
+    def s3_client(self) -> Any:
+        """A blocking botocore S3 client for ``kl3m_data_client.utils.s3`` helpers."""
+        if self._user_s3_client is not None:
+            return self._user_s3_client
+        if self._sync_s3_client is None:
+            from kl3m_data_client.utils.s3 import client_from_config
+
+            self._sync_s3_client = client_from_config(self.config)
+        return self._sync_s3_client
+
+    # -- forwarding ------------------------------------------------------------------------
+    def list_datasets(self) -> dict[str, dict[Stage, bool]]:
+        """Every dataset id, with whether it has objects in each data stage."""
+        return self._call(AsyncKL3MClient.list_datasets, self.async_client)
+
+    def get_dataset_status(self, dataset_id: str, key_prefix: str | None = None) -> DatasetStatus:
+        """Object counts of a dataset in the three stages."""
+        return self._call(self.async_client.get_dataset_status, dataset_id, key_prefix)
+
+    def get_dataset_index(
+        self, dataset_id: str, key_prefix: str | None = None
+    ) -> DatasetIndex | None:
+        """The dataset's index object, or None if it has none."""
+        return self._call(self.async_client.get_dataset_index, dataset_id, key_prefix)
+
+    def iter_prefix(self, prefix: str) -> Iterator[str]:
+        """Stream the keys under ``prefix``."""
+        return self._iterate(lambda c: c.iter_prefix(prefix))
+
+    def iter_objects(self, prefix: str) -> Iterator[Any]:
+        """Stream the objects (key, size, etag, last_modified) under ``prefix``."""
+        return self._iterate(lambda c: c.iter_objects(prefix))
+
+    def iter_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[str]:
+        """Stream the document ids of a dataset in ``stage``."""
+        return self._iterate(lambda c: c.iter_documents(dataset_id, stage, key_prefix, limit))
+
+    def list_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """All document ids of a dataset in ``stage``."""
+        return list(self.iter_documents(dataset_id, stage, key_prefix, limit))
+
+    def get_document(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> Document | None:
+        """The document with its ``stage`` content loaded (one GET), or None if absent."""
+        doc = self._call(self.async_client.get_document, dataset_id, document_id, stage)
+        return None if doc is None else Document(self, doc)
+
+    def get_documents(
+        self,
+        dataset_id: str,
+        document_ids: Iterable[str],
+        stage: Stage | str = Stage.DOCUMENTS,
+    ) -> dict[str, Document | None]:
+        """Fetch many documents concurrently: ``{id: document or None}``."""
+        docs = self._call(self.async_client.get_documents, dataset_id, list(document_ids), stage)
+        return {k: None if v is None else Document(self, v) for k, v in docs.items()}
+
+    def stream_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str = Stage.DOCUMENTS,
+        *,
+        key_prefix: str | None = None,
+        document_ids: Iterable[str] | None = None,
+        limit: int | None = None,
+        skip_missing: bool = True,
+    ) -> Iterator[Document]:
+        """Fetch documents concurrently, yielding them in listing (or given) order."""
+        ids = None if document_ids is None else list(document_ids)
+        docs = self._iterate(
+            lambda c: c.stream_documents(
+                dataset_id,
+                stage,
+                key_prefix=key_prefix,
+                document_ids=ids,
+                limit=limit,
+                skip_missing=skip_missing,
+            ),
+            buffer=self.config.max_concurrency,
+        )
+        return (Document(self, d) for d in docs)
+
+    def exists(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> bool:
+        """True if the document has an object in ``stage``."""
+        return self._call(self.async_client.exists, dataset_id, document_id, stage)
+
+
+class Document(DocumentBase):
+    """A document of a :class:`KL3MClient`; other stages load on demand (blocking)."""
+
+    def __init__(self, client: KL3MClient, document: AsyncDocument) -> None:
+        super().__init__(document.dataset_id, document.document_id, document.stage)
+        self._contents = document._contents  # shared cache with the async handle
+        self.client = client
+        self._async = document
+
+    def get_content(self, stage: Stage | str = Stage.DOCUMENTS) -> StageContent | None:
+        """The content of ``stage`` (one GET the first time), or None if it is not there."""
+        stage = Stage.coerce(stage)
+        if stage in self._contents:
+            return self._contents[stage]
+        return self.client._call(self._async.get_content, stage)
+
+    def get_document_content(self) -> DocumentContent | None:
+        """The documents-stage content."""
+        content = self.get_content(Stage.DOCUMENTS)
+        return content if isinstance(content, DocumentContent) else None
+
+    def get_representation_content(self) -> RepresentationContent | None:
+        """The representations-stage content."""
+        content = self.get_content(Stage.REPRESENTATIONS)
+        return content if isinstance(content, RepresentationContent) else None
+
+    def get_representation(self) -> RepresentationList | None:
+        """The first parsed document of the representations stage."""
+        content = self.get_representation_content()
+        return content.get_representation(0) if content else None
+
+    def get_parquet(self) -> ParquetContent | None:
+        """The parquet-stage content."""
+        content = self.get_content(Stage.PARQUET)
+        return content if isinstance(content, ParquetContent) else None
+
+    def exists_in_stage(self, stage: Stage | str) -> bool:
+        """True if the document has an object in ``stage``."""
+        return self.client._call(self._async.exists_in_stage, stage)
+
+
+def _options_from_boto_client(s3_client: Any) -> dict[str, Any]:
+    """Region, endpoint and credentials of a boto3/botocore client passed as ``s3_client``."""
+    options: dict[str, Any] = {}
+    meta = getattr(s3_client, "meta", None)
+    region = getattr(meta, "region_name", None)
+    if region:
+        options["region"] = region
+    endpoint = getattr(meta, "endpoint_url", None)
+    if endpoint and "amazonaws.com" not in endpoint:
+        options["endpoint_url"] = endpoint
+    signer = getattr(s3_client, "_request_signer", None)
+    credentials = getattr(signer, "_credentials", None)
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        options["aws_access_key_id"] = frozen.access_key
+        options["aws_secret_access_key"] = frozen.secret_key
+        if frozen.token:
+            options["aws_session_token"] = frozen.token
+    elif signer is not None:
+        options["anonymous"] = True
+    return options
