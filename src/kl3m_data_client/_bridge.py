@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -55,5 +54,8 @@ def iterate_in_portal(
     finally:
         if not future.done():
             future.cancel()
-        with contextlib.suppress(RuntimeError):  # the portal already stopped
+        try:
             portal.call(receive.aclose)
+        except RuntimeError:  # the portal already stopped: nothing runs on its loop any more
+            receive.close()
+            send.close()

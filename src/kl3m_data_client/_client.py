@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,17 +20,19 @@ from kl3m_data_client._formats import (
 )
 from kl3m_data_client._keys import (
     index_key,
+    legacy_id,
     object_key,
     stage_prefix,
     validate_dataset_id,
     validate_document_id,
 )
-from kl3m_data_client._stream import ordered_map
+from kl3m_data_client._stream import aclose, aiter_items, closing, ordered_map
 from kl3m_data_client.models.common import DATA_STAGES, DatasetStatus, Stage
 from kl3m_data_client.models.stage import DatasetIndex
 
 if TYPE_CHECKING:
     from kl3m_data_client._store import ObjectInfo, S3Store
+    from kl3m_data_client.export import ExportReport
 
 logger = logging.getLogger("kl3m_data_client")
 
@@ -152,14 +155,15 @@ class AsyncKL3MClient:
         self, prefix: str, *, start_after: str | None = None
     ) -> AsyncIterator[ObjectInfo]:
         """Stream the objects under ``prefix`` (key, size, etag, last modified), page by page."""
-        async for page in self.store.list_pages(prefix, start_after=start_after):
-            for info in page.objects:
-                yield info
+        async with closing(self.store.list_pages(prefix, start_after=start_after)) as pages:
+            async for page in pages:
+                for info in page.objects:
+                    yield info
 
     async def iter_prefix(self, prefix: str) -> AsyncIterator[str]:
         """Stream the keys under ``prefix``."""
-        async for page in self.store.list_pages(prefix):
-            for info in page.objects:
+        async with closing(self.iter_objects(prefix)) as infos:
+            async for info in infos:
                 yield info.key
 
     async def _list_dataset_ids(self, stage: Stage) -> list[str]:
@@ -213,8 +217,8 @@ class AsyncKL3MClient:
         prefix = stage_prefix(stage, dataset_id, key_prefix)
         base = len(stage_prefix(stage, dataset_id))
         count = 0
-        async for page in self.store.list_pages(prefix, start_after=start_after):
-            for info in page.objects:
+        async with closing(self.iter_objects(prefix, start_after=start_after)) as infos:
+            async for info in infos:
                 doc_id = info.key[base:]
                 if doc_id.endswith(".json"):
                     doc_id = doc_id[:-5]
@@ -258,28 +262,39 @@ class AsyncKL3MClient:
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
     ) -> StageContent | None:
         """GET and decode one document's object in ``stage``; None if it does not exist."""
-        stage = Stage.coerce(stage)
+        found = await self._fetch(dataset_id, document_id, Stage.coerce(stage))
+        return None if found is None else found[1]
+
+    async def _fetch(
+        self, dataset_id: str, document_id: str, stage: Stage
+    ) -> tuple[str, StageContent] | None:
+        """GET and decode; an id ending in ``.json`` that is not found is retried without it."""
         document_id = validate_document_id(document_id)
         key = object_key(stage, dataset_id, document_id)
         data = await self.store.get(key)
         if data is None:
-            return None
+            alternative = legacy_id(document_id)
+            if alternative is None:
+                return None
+            document_id, key = alternative, object_key(stage, dataset_id, alternative)
+            data = await self.store.get(key)
+            if data is None:
+                return None
         content: StageContent = await self._decode(
             len(data), decode_stage_object, stage.value, key, document_id, data, self.config.limits
         )
-        return content
+        return document_id, content
 
     async def get_document(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
     ) -> AsyncDocument | None:
         """The document with its ``stage`` content loaded (one GET), or None if absent."""
         stage = Stage.coerce(stage)
-        document_id = validate_document_id(document_id)
-        validate_dataset_id(dataset_id)
-        content = await self.fetch_content(dataset_id, document_id, stage)
-        if content is None:
+        found = await self._fetch(validate_dataset_id(dataset_id), document_id, stage)
+        if found is None:
             return None
-        return AsyncDocument(self, dataset_id, document_id, stage, {stage: content})
+        found_id, content = found
+        return AsyncDocument(self, dataset_id, found_id, stage, {stage: content})
 
     async def exists(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
@@ -314,17 +329,15 @@ class AsyncKL3MClient:
             ids = _limited(document_ids, limit)
 
         async def fetch(doc_id: str) -> AsyncDocument | None:
-            content = await self.fetch_content(dataset_id, doc_id, stage)
-            if content is None:
+            document = await self.get_document(dataset_id, doc_id, stage)
+            if document is None:
                 if not skip_missing:
                     from kl3m_data_client._errors import NotFoundError
 
                     key = object_key(stage, dataset_id, doc_id)
                     raise NotFoundError(f"document {key!r} not found", key=key)
                 return None
-            return AsyncDocument(
-                self, dataset_id, validate_document_id(doc_id), stage, {stage: content}
-            )
+            return document
 
         return _present(ordered_map(ids, fetch, window=2 * self.config.max_concurrency))
 
@@ -349,20 +362,48 @@ class AsyncKL3MClient:
             results[doc_id] = doc
         return results
 
+    # -- export ----------------------------------------------------------------------------
+    def iter_jsonl_export(
+        self,
+        dataset_id: str,
+        source_stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        max_documents: int | None = None,
+        **options: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream export records (``id``, ``identifier``, ``dataset``, ``mime_type``,
+        ``tokens`` or ``text``) in listing order; see :mod:`kl3m_data_client.export`."""
+        from kl3m_data_client.export import iter_export_records
+
+        return iter_export_records(
+            self, dataset_id, source_stage, key_prefix, max_documents, **options
+        )
+
+    async def export(
+        self, dataset_id: str, destination: str | os.PathLike[str], **options: Any
+    ) -> ExportReport:
+        """Export a dataset to JSONL or Parquet parts in ``destination`` (resumable);
+        see :func:`kl3m_data_client.export.export` and ``docs/export.md``."""
+        from kl3m_data_client.export import export
+
+        return await export(self, dataset_id, destination, **options)
+
 
 async def _limited(
     items: Iterable[str] | AsyncIterable[str], limit: int | None
 ) -> AsyncIterator[str]:
-    from kl3m_data_client._stream import aiter_items
-
-    count = 0
-    if limit is not None and limit <= 0:
-        return
-    async for item in aiter_items(items):
-        yield item
-        count += 1
-        if limit is not None and count >= limit:
+    source = aiter_items(items)
+    try:
+        count = 0
+        if limit is not None and limit <= 0:
             return
+        async for item in source:
+            yield item
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    finally:
+        await aclose(source)
 
 
 async def _present(items: AsyncIterator[AsyncDocument | None]) -> AsyncIterator[AsyncDocument]:
@@ -371,7 +412,7 @@ async def _present(items: AsyncIterator[AsyncDocument | None]) -> AsyncIterator[
             if item is not None:
                 yield item
     finally:
-        await items.aclose()  # type: ignore[attr-defined]
+        await aclose(items)
 
 
 __all__ = ["AsyncKL3MClient"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -87,8 +88,9 @@ class ClientConfig:
 
     @property
     def path_style(self) -> bool:
-        """Path-style addressing: always for custom endpoints and dotted bucket names."""
-        return self.endpoint_url is not None or "." in self.bucket
+        """Path-style addressing: for custom endpoints (argument or AWS_ENDPOINT_URL) and dots."""
+        env_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return self.endpoint_url is not None or bool(env_endpoint) or "." in self.bucket
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets (for manifests, logs and reprs)."""

@@ -163,6 +163,8 @@ def decode_representation(
     obj = _load_json(data, key, "representations object")
     if not isinstance(obj, dict) or not isinstance(obj.get("documents"), list):
         raise CorruptObjectError(key, "representations object has no 'documents' list")
+    if not obj["documents"]:
+        raise CorruptObjectError(key, "representations object has an empty 'documents' list")
     for doc in obj["documents"]:
         if not isinstance(doc, dict):
             raise CorruptObjectError(key, "a 'documents' entry is not a JSON object")

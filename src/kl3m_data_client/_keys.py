@@ -32,15 +32,23 @@ def validate_dataset_id(dataset_id: str) -> str:
 
 
 def validate_document_id(document_id: str) -> str:
-    """Return the normalised id (a trailing ``.json`` dropped) or raise InvalidInputError."""
+    """Return ``document_id`` if it is a relative path without ``.``/``..`` segments, else raise.
+
+    Ids are taken literally (an id may itself end in ``.json``); see :func:`legacy_id`.
+    """
     if not isinstance(document_id, str) or not document_id:
         raise InvalidInputError(f"document id must be a non-empty string, got {document_id!r}")
     if document_id.startswith("/"):
         raise InvalidInputError(f"document id {document_id!r} starts with '/'")
-    if document_id.endswith(".json"):
-        document_id = document_id[: -len(".json")]
     _check_segments("document id", document_id)
     return document_id
+
+
+def legacy_id(document_id: str) -> str | None:
+    """The id without a trailing ``.json``, which reference-client users may append; else None."""
+    if document_id.endswith(".json") and len(document_id) > len(".json"):
+        return document_id[: -len(".json")]
+    return None
 
 
 def normalize_key_prefix(key_prefix: str | None) -> str | None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
+import re
+import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +27,7 @@ from botocore import UNSIGNED
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
@@ -32,6 +37,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.parsers import ResponseParserError
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import (
@@ -90,6 +96,92 @@ class _BrokenBody(Exception):
     pass
 
 
+class _Deadline(Exception):
+    pass
+
+
+class _Spent(Exception):
+    """botocore gave up after its own retries: do not retry again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
+
+
+# -- secrets in logs ----------------------------------------------------------------------
+# botocore's DEBUG records carry the signed request headers (X-Amz-Security-Token) and, for
+# STS or container credentials, response bodies with keys. A logging.Filter on the botocore
+# and aiobotocore loggers rewrites such records before any handler sees them; it adds no
+# handler and changes no level.
+
+_SECRET_PATTERNS = (
+    re.compile(
+        r"((?:x-amz-security-token|aws_secret_access_key|aws_session_token|secret_?access_?key"
+        r"|session_?token|[\"']token[\"'])[\"']?\s*[:=]\s*b?[\"']?)([^\"'\s,&;}<>]+)",
+        re.IGNORECASE,
+    ),
+    re.compile(r"(<(?:SecretAccessKey|SessionToken|Token)>)([^<]+)", re.IGNORECASE),
+)
+_KNOWN_SECRETS: set[str] = set()
+_REDACTED_LOGGERS = ("botocore", "aiobotocore", "urllib3", "s3transfer")
+
+
+def _remember_secrets(*values: str | None) -> None:
+    _KNOWN_SECRETS.update(v for v in values if v and len(v) >= 8)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials (session tokens, secret keys) replaced by ``***``."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1***", text)
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrite log records that carry credentials (a filter: no handler, no level change)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: leave it to the handler's own error path
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = RedactSecretsFilter()
+
+
+def install_log_redaction() -> None:
+    """Attach the redacting filter to every botocore/aiobotocore logger created so far.
+
+    Logger filters only see records logged on that very logger (not ones propagated from
+    children), so the filter goes on each module logger; it is called again whenever a
+    client is created, which picks up modules imported since.
+    """
+    names = set(_REDACTED_LOGGERS)
+    for name, obj in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(obj, logging.Logger) and name.split(".", 1)[0] in _REDACTED_LOGGERS:
+            names.add(name)
+    for name in names:
+        log = logging.getLogger(name)
+        if _FILTER not in log.filters:
+            log.addFilter(_FILTER)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 _RETRYABLE: tuple[type[Exception], ...] = (_BrokenBody, *_BODY_ERRORS)
 
 
@@ -105,6 +197,12 @@ class S3Store:
         self._sem = asyncio.Semaphore(config.max_concurrency)
         self._closed = False
         self._extra: dict[str, str] = {"RequestPayer": "requester"} if config.requester_pays else {}
+        #: Seconds one object (or one listing page) may take, all attempts included.
+        self.object_deadline: float = config.max_attempts * (
+            config.connect_timeout + config.read_timeout
+        )
+        self._check_md5 = True
+        _remember_secrets(config.aws_secret_access_key, config.aws_session_token)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def client(self) -> Any:
@@ -147,6 +245,7 @@ class S3Store:
             kwargs["aws_secret_access_key"] = cfg.aws_secret_access_key
             if cfg.aws_session_token:
                 kwargs["aws_session_token"] = cfg.aws_session_token
+        install_log_redaction()
         stack = contextlib.AsyncExitStack()
         try:
             client = await stack.enter_async_context(session.create_client("s3", **kwargs))
@@ -157,6 +256,7 @@ class S3Store:
             await stack.aclose()
             raise InvalidInputError(f"cannot configure the S3 client: {exc}") from exc
         self._stack = stack
+        install_log_redaction()
         return client
 
     async def aclose(self) -> None:
@@ -210,8 +310,20 @@ class S3Store:
             )
         return ServiceError(f"unexpected failure for {what}: {type(exc).__name__}: {exc}", key=key)
 
-    async def _backoff(self, attempt: int) -> None:
-        await asyncio.sleep(min(5.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    async def _backoff(self, attempt: int, deadline: float | None = None) -> None:
+        """Sleep ``0.05 * 2**attempt`` s (capped at 5 s) with +-50% jitter, within ``deadline``."""
+        delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - time.monotonic()))
+        await asyncio.sleep(delay)
+
+    def _failed(self, what: str, attempt: int, started: float, exc: BaseException) -> KL3MError:
+        elapsed = time.monotonic() - started
+        where = self.config.endpoint_url or "S3"
+        return ConnectionFailedError(
+            f"{what} failed after {attempt} attempt(s) in {elapsed:.1f}s against {where}: "
+            f"{_describe(exc)}"
+        )
 
     # -- operations ------------------------------------------------------------------------
     async def list_pages(
@@ -257,62 +369,128 @@ class S3Store:
                 return
 
     async def _list_once(self, client: Any, params: dict[str, Any], prefix: str) -> Any:
+        """One ListObjectsV2 page, retried (same token) on broken or unparsable answers.
+
+        botocore already retried connection errors and 5xx/throttling answers
+        ``max_attempts`` times: those end here. What botocore does not retry -- a body cut
+        while it is read, or XML that does not parse -- is retried here, ``max_attempts``
+        times within :attr:`object_deadline`.
+        """
         what = f"listing of {prefix!r}"
+        if params.get("ContinuationToken"):
+            what += " (continued page)"
+        started = time.monotonic()
+        deadline = started + self.object_deadline
         attempt = 0
         while True:
             attempt += 1
+            remaining = deadline - time.monotonic()
             try:
                 async with self._sem:
-                    return await client.list_objects_v2(**params)
+                    return await asyncio.wait_for(client.list_objects_v2(**params), remaining)
             except ClientError as exc:
                 raise self._error(exc, what) from None
-            except _BODY_ERRORS as exc:
-                if attempt >= self.config.max_attempts:
-                    raise self._error(exc, what) from None
+            except HTTPClientError as exc:  # botocore's retries are spent
+                raise self._failed(what, attempt, started, exc) from None
+            except (ResponseParserError, *_BODY_ERRORS) as exc:
+                if attempt >= self.config.max_attempts or time.monotonic() >= deadline:
+                    raise self._failed(what, attempt, started, exc) from None
                 logger.debug("retrying %s after %s", what, type(exc).__name__)
-                await self._backoff(attempt)
+                await self._backoff(attempt, deadline)
             except BotoCoreError as exc:
                 raise self._error(exc, what) from None
 
     async def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None if it does not exist; broken bodies are re-requested."""
+        """The object's bytes, or None if it does not exist; broken bodies are re-requested.
+
+        A body that breaks while it is read (reset, truncation, read timeout, payload error)
+        or whose MD5 does not match a plain (single-part, unencrypted or SSE-S3) ETag is
+        requested again: at most ``max_attempts`` times, with exponential backoff and jitter,
+        within :attr:`object_deadline` seconds. Errors that botocore already retried
+        (throttling, 5xx, connection failures before a response) are not multiplied here.
+        """
         client = await self.client()
-        limit = self.config.limits.max_object_bytes
         what = f"object {key!r}"
+        started = time.monotonic()
+        deadline = started + self.object_deadline
         attempt = 0
+        mismatched: set[str] = set()
         while True:
             attempt += 1
             try:
                 async with self._sem:
-                    response = await client.get_object(
-                        Bucket=self.config.bucket, Key=key, **self._extra
-                    )
-                    length = response.get("ContentLength")
-                    body = response["Body"]
-                    if length is not None and length > limit:
-                        body.close()
-                        raise SizeLimitExceededError(
-                            key, f"object is {length} bytes, above the limit of {limit} bytes"
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _Deadline
+                    try:
+                        data, digest = await asyncio.wait_for(
+                            self._get_once(client, key), remaining
                         )
-                    async with body as stream:
-                        data: bytes = await stream.read()
-                if length is not None and len(data) != length:
-                    raise _BrokenBody(f"got {len(data)} of {length} bytes")
-                return data
+                    except asyncio.TimeoutError:
+                        raise _Deadline from None
+                if digest is None:
+                    return data
+                if digest in mismatched:
+                    # the same bytes twice: the ETag is not an MD5 of the content (an
+                    # S3-compatible store or an encryption mode we do not know); stop checking
+                    logger.debug("ETag of %r is not its MD5; ETag checks disabled", key)
+                    self._check_md5 = False
+                    return data
+                mismatched.add(digest)
+                raise _BrokenBody("the body does not match its ETag (MD5)")
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 if code in _NOT_FOUND:
                     return None
                 raise self._error(exc, what, key) from None
-            except _RETRYABLE as exc:
-                if attempt >= self.config.max_attempts:
-                    raise ConnectionFailedError(
-                        f"GET {key!r} failed after {attempt} attempts: {type(exc).__name__}: {exc}"
-                    ) from None
-                logger.debug("retrying GET %r after %s", key, type(exc).__name__)
-                await self._backoff(attempt)
+            except _Spent as exc:
+                raise self._failed(f"GET {key!r}", attempt, started, exc.cause) from None
+            except _Deadline:
+                raise ConnectionFailedError(
+                    f"GET {key!r} did not complete within its deadline of "
+                    f"{self.object_deadline:.1f}s ({attempt} attempt(s))"
+                ) from None
+            except _BrokenBody as exc:
+                if attempt >= self.config.max_attempts or time.monotonic() >= deadline:
+                    raise self._failed(f"GET {key!r}", attempt, started, exc) from None
+                logger.debug("retrying GET %r after %s", key, exc)
+                await self._backoff(attempt, deadline)
             except BotoCoreError as exc:
                 raise self._error(exc, what, key) from None
+
+    async def _get_once(self, client: Any, key: str) -> tuple[bytes, str | None]:
+        """One GET: the bytes and, if they fail the ETag check, their digest."""
+        try:
+            response = await client.get_object(Bucket=self.config.bucket, Key=key, **self._extra)
+        except HTTPClientError as exc:  # botocore's retries are spent
+            raise _Spent(exc) from None
+        limit = self.config.limits.max_object_bytes
+        length = response.get("ContentLength")
+        body = response["Body"]
+        if length is not None and length > limit:
+            body.close()
+            raise SizeLimitExceededError(
+                key, f"object is {length} bytes, above the limit of {limit} bytes"
+            )
+        try:
+            async with body as stream:
+                data: bytes = await stream.read()
+        except (BotoCoreError, *_BODY_ERRORS) as exc:
+            raise _BrokenBody(_describe(exc)) from None
+        if length is not None and len(data) != length:
+            raise _BrokenBody(f"got {len(data)} of {length} bytes")
+        if len(data) > limit:
+            raise SizeLimitExceededError(
+                key, f"object is {len(data)} bytes, above the limit of {limit} bytes"
+            )
+        if self._check_md5:
+            etag = str(response.get("ETag", "")).strip('"').lower()
+            sse = response.get("ServerSideEncryption")
+            if _MD5_ETAG.fullmatch(etag) and sse in (None, "AES256"):
+                digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                if digest != etag:
+                    return data, digest
+        return data, None
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, etag and date, or None if it does not exist."""

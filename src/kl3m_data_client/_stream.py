@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -11,14 +12,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def aiter_items(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    """An async iterator over a sync or async iterable."""
+async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
+
+
+def aiter_items(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """An async iterator over a sync or async iterable (the async one itself, not a wrapper)."""
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+        return aiter(items)
+    return _from_sync(items)
+
+
+@asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """``async with closing(gen) as it:`` closes ``gen`` on exit, even when abandoned early."""
+    try:
+        yield iterator
+    finally:
+        await aclose(iterator)
+
+
+async def aclose(iterator: object) -> None:
+    """Close an async generator (or anything with ``aclose``); no-op otherwise."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 async def ordered_map(
@@ -53,4 +72,4 @@ async def ordered_map(
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        await source.aclose()  # type: ignore[attr-defined]
+        await aclose(source)

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kl3m_data_client._client import AsyncKL3MClient
 from kl3m_data_client._config import ClientConfig
@@ -24,6 +24,9 @@ from kl3m_data_client.models.document import (
     RepresentationList,
 )
 from kl3m_data_client.models.stage import DatasetIndex
+
+if TYPE_CHECKING:
+    from kl3m_data_client.export import ExportReport
 
 T = TypeVar("T")
 
@@ -78,18 +81,21 @@ class KL3MClient:
         session = options.pop("session", None)
         config = options.pop("config", None)
         if config is None:
-            if s3_client is not None:
-                options = {**_options_from_boto_client(s3_client), **options}
-                region = region or options.pop("region", None)
-            config = ClientConfig.from_kwargs(
-                bucket=bucket,
-                region=region,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                verbose=verbose,
+            given: dict[str, Any] = {
+                "region": region,
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
                 **options,
-            )
+            }
+            if s3_client is not None:  # lend what the caller did not give explicitly
+                lent = _options_from_boto_client(s3_client)
+                if aws_access_key_id or options.get("anonymous"):
+                    for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+                        lent.pop(name, None)
+                    lent.pop("anonymous", None)
+                given = {**lent, **{k: v for k, v in given.items() if v is not None}}
+            config = ClientConfig.from_kwargs(bucket=bucket, verbose=verbose, **given)
         self.config: ClientConfig = config
         self._session = session
         self._user_s3_client = s3_client
@@ -273,6 +279,29 @@ class KL3MClient:
     ) -> bool:
         """True if the document has an object in ``stage``."""
         return self._call(self.async_client.exists, dataset_id, document_id, stage)
+
+    # -- export ----------------------------------------------------------------------------
+    def iter_jsonl_export(
+        self,
+        dataset_id: str,
+        source_stage: Stage | str = Stage.DOCUMENTS,
+        key_prefix: str | None = None,
+        max_documents: int | None = None,
+        **options: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Export records of a dataset, in listing order (a plain iterator)."""
+        return self._iterate(
+            lambda c: c.iter_jsonl_export(
+                dataset_id, source_stage, key_prefix, max_documents, **options
+            ),
+            buffer=self.config.max_concurrency,
+        )
+
+    def export(
+        self, dataset_id: str, destination: str | os.PathLike[str], **options: Any
+    ) -> ExportReport:
+        """Export a dataset to JSONL or Parquet parts in ``destination`` (resumable)."""
+        return self._call(self.async_client.export, dataset_id, destination, **options)
 
 
 class Document(DocumentBase):

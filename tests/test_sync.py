@@ -1,0 +1,284 @@
+"""The blocking KL3MClient: the documented API, threads, running loops, fork, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from kl3m_data_client import Document, KL3MClient, Stage
+from kl3m_data_client.models.document import DocumentContent, RepresentationContent
+
+
+@pytest.fixture
+def client(kl3m_corpus_bucket: Any) -> Any:
+    with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as c:
+        yield c
+
+
+def _complete_doc(corpus: Any) -> Any:
+    return next(d for d in corpus.documents if len(d.stages) == 3 and d.mime_type != "application/pdf")
+
+
+def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    corpus = kl3m_corpus_bucket.corpus
+    gen = _complete_doc(corpus)
+    datasets = client.list_datasets()
+    assert set(datasets[gen.dataset_id]) == {Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET}
+    status = client.get_dataset_status(gen.dataset_id)
+    assert status.total_documents == len(corpus.in_stage("documents", gen.dataset_id))
+    assert set(status.as_dict()) >= {"dataset_id", "document_count", "is_complete"}
+    ids = list(client.iter_documents(gen.dataset_id))
+    assert ids == client.list_documents(gen.dataset_id)
+    assert gen.document_id in ids and not any(i.endswith(".json") for i in ids)
+    assert list(client.iter_documents(gen.dataset_id, limit=2)) == ids[:2]
+
+    doc = client.get_document(gen.dataset_id, gen.document_id)
+    assert isinstance(doc, Document)
+    content = doc.get_content(Stage.DOCUMENTS)
+    assert isinstance(content, DocumentContent)
+    assert content.content == gen.raw.decode()
+    assert content.metadata.identifier and content.metadata.format == gen.mime_type
+    assert doc.get_document_content() is content
+    rep_content = doc.get_content(Stage.REPRESENTATIONS)
+    assert isinstance(rep_content, RepresentationContent)
+    assert rep_content.get_text_content(gen.representation_mime) == gen.text
+    assert rep_content.get_tokens(corpus.tokenizer_name, gen.representation_mime) == gen.tokens
+    assert rep_content.get_all_representations()[0].document_id
+    rep = doc.get_representation()
+    assert rep is not None
+    assert rep.get_available_mime_types() == [gen.representation_mime]
+    assert rep.get_available_tokenizers(gen.representation_mime) == [corpus.tokenizer_name]
+    assert rep.token_count(gen.representation_mime, corpus.tokenizer_name) == len(gen.tokens)
+    assert rep.summarize()["token_counts"][gen.representation_mime][corpus.tokenizer_name] == len(gen.tokens)
+    parquet = doc.get_parquet()
+    assert parquet is not None
+    assert parquet.get_representations() == {gen.representation_mime: gen.tokens}
+    assert "representations" in parquet.get_columns()
+    assert parquet.get_table().num_rows == 1 and parquet.get_rows()[0]["identifier"]
+    assert parquet.get_schema() is not None and parquet.get_column_data("nope") is None
+    assert parquet.get_document()["representations"][gen.representation_mime] == gen.tokens
+    assert all(doc.exists_in_stage(s) for s in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET))
+    assert client.get_document(gen.dataset_id, "no/such/doc") is None
+    # documented: the id may be passed with its .json suffix
+    assert client.get_document(gen.dataset_id, gen.document_id + ".json") is not None
+
+    many = client.get_documents(gen.dataset_id, ids[:5] + ["missing"])
+    assert list(many) == ids[:5] + ["missing"] and many["missing"] is None
+    index = client.get_dataset_index(gen.dataset_id)
+    if index is not None:
+        assert set(index.get_document_ids()) <= set(
+            d.document_id for d in corpus.dataset_documents(gen.dataset_id)
+        )
+
+
+def test_parquet_save_to_file(client: KL3MClient, kl3m_corpus_bucket: Any, tmp_path: Any) -> None:
+    gen = _complete_doc(kl3m_corpus_bucket.corpus)
+    doc = client.get_document(gen.dataset_id, gen.document_id, Stage.PARQUET)
+    assert doc is not None
+    parquet = doc.get_parquet()
+    assert parquet is not None
+    target = tmp_path / "doc.parquet.zlib"
+    assert parquet.save_to_file(str(target)) is True
+    assert target.read_bytes() == kl3m_corpus_bucket.corpus.objects[gen.parquet_key]
+
+
+def test_aws_integration_guide_as_written(
+    kl3m_corpus_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The samples of aws-integration.md, pointed at the local bucket through AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", kl3m_corpus_bucket.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from kl3m_data_client.utils.s3 import (
+        check_object_exists,
+        decompress_content,
+        get_object_bytes,
+        get_s3_client,
+        get_stage_prefix,
+        iter_prefix,
+        list_dataset_ids,
+    )
+
+    corpus = kl3m_corpus_bucket.corpus
+    gen = corpus.documents[0]
+    client = KL3MClient(
+        aws_access_key_id="your_access_key", aws_secret_access_key="your_secret_key", region="us-east-1"
+    )
+    assert gen.dataset_id in client.list_datasets()
+    client.close()
+    with KL3MClient(bucket_name=kl3m_corpus_bucket.bucket) as named:
+        assert named.bucket == kl3m_corpus_bucket.bucket
+        assert gen.dataset_id in named.list_datasets()
+
+    s3_client = get_s3_client(
+        region="us-east-1", aws_access_key_id="your_access_key", aws_secret_access_key="your_secret_key"
+    )
+    try:
+        datasets = list_dataset_ids(s3_client, "data.kl3m.ai", Stage.DOCUMENTS)
+        assert gen.dataset_id in datasets
+        keys = list(iter_prefix(s3_client, "data.kl3m.ai", f"documents/{gen.dataset_id}/"))
+        assert gen.document_key in keys
+        assert get_stage_prefix(Stage.DOCUMENTS, "usc") == "documents/usc/"
+        assert check_object_exists(s3_client, "data.kl3m.ai", gen.document_key) is True
+        assert check_object_exists(s3_client, "data.kl3m.ai", "documents/usc/123") is False
+        assert get_object_bytes(s3_client, "data.kl3m.ai", "documents/usc/123") is None
+        content_bytes = get_object_bytes(s3_client, "data.kl3m.ai", gen.document_key)
+        assert content_bytes == corpus.objects[gen.document_key]
+        gz_key = next(
+            k
+            for k, v in corpus.objects.items()
+            if k.endswith(".gz") and v[:2] == b"\x1f\x8b" and k not in corpus.corrupt
+        )
+        gz = get_object_bytes(s3_client, "data.kl3m.ai", gz_key)
+        assert gz is not None
+        if gz_key.endswith(".gz"):
+            decompressed = decompress_content(gz)
+        assert isinstance(decompressed, str) and '"objects"' in decompressed
+        import json
+
+        encoded = json.loads(content_bytes)["content"]
+        assert decompress_content(encoded) == gen.raw.decode() or gen.mime_type == "application/pdf"
+    finally:
+        s3_client.close()
+
+
+def test_reference_constructor_with_s3_client(kl3m_corpus_bucket: Any) -> None:
+    from kl3m_data_client.utils.s3 import get_s3_client
+
+    kw = kl3m_corpus_bucket.client_kwargs()
+    s3 = get_s3_client(
+        region="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        endpoint_url=kw["endpoint_url"],
+    )
+    with KL3MClient(bucket=kw["bucket"], s3_client=s3) as client:
+        assert client.s3_client is s3
+        assert client.config.endpoint_url == kw["endpoint_url"]
+        assert kl3m_corpus_bucket.corpus.documents[0].dataset_id in client.list_datasets()
+    s3.close()
+
+
+def test_works_inside_a_running_event_loop(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    gen = kl3m_corpus_bucket.corpus.documents[0]
+
+    async def notebook_cell() -> Any:
+        return client.get_document(gen.dataset_id, gen.document_id)
+
+    doc = asyncio.run(notebook_cell())
+    assert doc is not None and doc.document_id == gen.document_id
+
+
+def test_eight_threads_at_once(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    corpus = kl3m_corpus_bucket.corpus
+    gens = corpus.documents[:40]
+
+    def work(i: int) -> list[bool]:
+        out = []
+        for gen in gens[i::8]:
+            doc = client.get_document(gen.dataset_id, gen.document_id)
+            out.append(doc is not None and doc.get_content().raw == gen.raw)  # type: ignore[union-attr]
+        out.append(len(list(client.iter_documents(gens[0].dataset_id))) > 0)
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for chunk in pool.map(work, range(8)) for r in chunk]
+    assert results and all(results)
+
+
+def test_stream_documents_sync(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    corpus = kl3m_corpus_bucket.corpus
+    dataset = corpus.documents[0].dataset_id
+    docs = list(client.stream_documents(dataset, Stage.PARQUET))
+    assert [d.document_id for d in docs] == client.list_documents(dataset, Stage.PARQUET)
+    for d in docs:
+        gen = corpus.document(dataset, d.document_id)
+        pq = d.get_parquet()
+        assert pq is not None and pq.get_representations()[gen.representation_mime] == gen.tokens
+
+
+def test_abandoned_iterator_leaks_no_task(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    corpus = kl3m_corpus_bucket.corpus
+    dataset = max(corpus.datasets, key=lambda d: len(corpus.dataset_documents(d)))
+    portal = client._get_runner().portal
+
+    def tasks() -> int:
+        return portal.call(lambda: len(asyncio.all_tasks()))
+
+    baseline = tasks()
+    it = client.stream_documents(dataset)
+    assert next(it) is not None
+    assert tasks() > baseline  # the producer and its fetches are running
+    it.close()
+    ids = client.iter_documents(dataset)
+    next(ids)
+    del ids
+    for _ in range(50):
+        if tasks() == baseline:
+            break
+        threading.Event().wait(0.05)
+    assert tasks() == baseline
+
+
+def test_after_fork(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
+    gen = kl3m_corpus_bucket.corpus.documents[0]
+    assert client.get_document(gen.dataset_id, gen.document_id) is not None  # parent's loop runs
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child
+        ok = b"0"
+        try:
+            doc = client.get_document(gen.dataset_id, gen.document_id)
+            ok = b"1" if doc is not None and doc.get_content().raw == gen.raw else b"0"  # type: ignore[union-attr]
+            client.close()
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    assert status == 0
+    assert client.get_document(gen.dataset_id, gen.document_id) is not None  # parent still fine
+
+
+def test_no_resource_warning_closed_or_forgotten(kl3m_corpus_bucket: Any) -> None:
+    kw = kl3m_corpus_bucket.client_kwargs()
+    gen = kl3m_corpus_bucket.corpus.documents[0]
+    script = textwrap.dedent(
+        f"""
+        import gc
+        from kl3m_data_client import KL3MClient
+        kw = {kw!r}
+        with KL3MClient(**kw) as c:
+            assert c.get_document({gen.dataset_id!r}, {gen.document_id!r}) is not None
+            it = c.iter_documents({gen.dataset_id!r})
+            next(it)
+        c2 = KL3MClient(**kw)
+        c2.list_datasets()
+        del c2
+        gc.collect()
+        print("done")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert "Unclosed" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
