@@ -35,7 +35,9 @@ async def client(kl3m_corpus_bucket: Any) -> Any:
         yield c
 
 
-async def test_list_datasets_matches_corpus(client: AsyncKL3MClient, kl3m_corpus_bucket: Any) -> None:
+async def test_list_datasets_matches_corpus(
+    client: AsyncKL3MClient, kl3m_corpus_bucket: Any
+) -> None:
     corpus = kl3m_corpus_bucket.corpus
     datasets = await client.list_datasets()
     assert sorted(datasets) == sorted(corpus.datasets)
@@ -136,7 +138,9 @@ async def test_get_document_fetched_from_parquet_needs_no_second_request(
     assert not doc.is_loaded(Stage.DOCUMENTS)
     await client.aclose()  # a second request would now fail
     parquet = await doc.get_parquet()
-    assert parquet is not None and parquet.get_representations()[gen.representation_mime] == gen.tokens
+    assert (
+        parquet is not None and parquet.get_representations()[gen.representation_mime] == gen.tokens
+    )
     with pytest.raises(ClientClosedError):
         await doc.get_content(Stage.DOCUMENTS)
 
@@ -148,8 +152,12 @@ async def test_missing_document_is_none(client: AsyncKL3MClient, kl3m_corpus_buc
     assert await client.exists(dataset, "no/such/document") is False
 
 
-async def test_get_documents_concurrent_dict(client: AsyncKL3MClient, kl3m_corpus_bucket: Any) -> None:
-    gens = kl3m_corpus_bucket.corpus.dataset_documents(kl3m_corpus_bucket.corpus.documents[0].dataset_id)
+async def test_get_documents_concurrent_dict(
+    client: AsyncKL3MClient, kl3m_corpus_bucket: Any
+) -> None:
+    gens = kl3m_corpus_bucket.corpus.dataset_documents(
+        kl3m_corpus_bucket.corpus.documents[0].dataset_id
+    )
     ids = [g.document_id for g in gens[:20]] + ["missing-one"]
     docs = await client.get_documents(gens[0].dataset_id, ids)
     assert list(docs) == ids
@@ -230,7 +238,9 @@ async def test_closing_a_stream_early_cancels_its_requests(kl3m_corpus_bucket: A
         assert leftover == set()
 
 
-async def test_dataset_index_both_encodings(client: AsyncKL3MClient, kl3m_corpus_bucket: Any) -> None:
+async def test_dataset_index_both_encodings(
+    client: AsyncKL3MClient, kl3m_corpus_bucket: Any
+) -> None:
     corpus = kl3m_corpus_bucket.corpus
     raw_kinds = set()
     for key, expected in corpus.indexes.items():
@@ -252,10 +262,20 @@ async def test_dataset_index_both_encodings(client: AsyncKL3MClient, kl3m_corpus
 
 @pytest.mark.parametrize(
     ("dataset", "document_id"),
-    [("", "x"), ("a/b", "x"), ("usc", ""), ("usc", "/abs"), ("usc", "a/../b"), ("usc", "a//b"),
-     ("..", "x"), ("usc", "x\x00y")],
+    [
+        ("", "x"),
+        ("a/b", "x"),
+        ("usc", ""),
+        ("usc", "/abs"),
+        ("usc", "a/../b"),
+        ("usc", "a//b"),
+        ("..", "x"),
+        ("usc", "x\x00y"),
+    ],
 )
-async def test_invalid_input_is_refused(client: AsyncKL3MClient, dataset: str, document_id: str) -> None:
+async def test_invalid_input_is_refused(
+    client: AsyncKL3MClient, dataset: str, document_id: str
+) -> None:
     with pytest.raises(InvalidInputError):
         await client.get_document(dataset, document_id)
 
@@ -274,7 +294,11 @@ async def test_corrupt_objects_raise_typed_errors_naming_the_key(kl3m_corpus_buc
                 checked += 1
                 continue
             stage_value, dataset, doc_path = key.split("/", 2)
-            if ".." in doc_path.split("/") or stage_value not in ("documents", "representations", "parquet"):
+            if ".." in doc_path.split("/") or stage_value not in (
+                "documents",
+                "representations",
+                "parquet",
+            ):
                 continue
             doc_id = doc_path[:-5] if doc_path.endswith(".json") else doc_path
             if "blake2b" in reason:  # decodes; the integrity check says no

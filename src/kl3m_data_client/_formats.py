@@ -223,14 +223,47 @@ def parquet_tokens(
     if table.num_rows == 0:
         raise CorruptObjectError(key, "parquet table has no rows")
     names = table.column_names
+    if names.count("identifier") > 1 or names.count("representations") != 1:
+        raise CorruptObjectError(
+            key, "parquet table needs exactly one 'representations' column (and one identifier)"
+        )
     identifier = ""
-    if "identifier" in names:
-        identifier = str(table.column("identifier")[0].as_py() or "")
-    if "representations" not in names:
-        raise CorruptObjectError(key, "parquet table has no 'representations' column")
-    reps = table.column("representations")[0].as_py()
-    pairs = reps.items() if isinstance(reps, dict) else (reps or [])
-    return identifier, {str(mime): list(ids or []) for mime, ids in pairs}
+    try:
+        if "identifier" in names:
+            value = table.column("identifier")[0].as_py()
+            identifier = "" if value is None else str(value)
+        reps = table.column("representations")[0].as_py()
+    except (pa_errors(), KeyError, ValueError, TypeError) as exc:
+        raise CorruptObjectError(key, f"unreadable parquet row: {exc}") from None
+    return identifier, _token_map(key, reps)
+
+
+def pa_errors() -> type[Exception]:
+    import pyarrow as pa
+
+    return pa.ArrowException  # type: ignore[no-any-return]
+
+
+def _token_map(key: str, reps: Any) -> dict[str, list[int]]:
+    """``{mime: [ids]}`` from a map column value (a dict or a list of (key, value) pairs)."""
+    if reps is None:
+        return {}
+    if isinstance(reps, dict):
+        pairs = list(reps.items())
+    elif isinstance(reps, list) and all(isinstance(p, tuple) and len(p) == 2 for p in reps):
+        pairs = reps
+    else:
+        raise CorruptObjectError(key, "'representations' is not a map of MIME type to token ids")
+    out: dict[str, list[int]] = {}
+    for mime, ids in pairs:
+        if ids is None:
+            ids = []
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise CorruptObjectError(key, f"tokens of {mime!r} are not a list of ids")
+        out[str(mime)] = ids
+    return out
 
 
 def decode_index(

@@ -14,7 +14,6 @@ import logging
 import random
 import re
 import time
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,6 +178,8 @@ def install_log_redaction() -> None:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, _BrokenBody):
+        return f"broken body ({text})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
