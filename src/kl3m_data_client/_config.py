@@ -31,6 +31,7 @@ class ClientConfig:
     read_timeout: float = 60.0
     retry_mode: str = "standard"
     max_attempts: int = 5
+    object_deadline: float | None = None
     verify: bool | str | None = None
     limits: Limits = DEFAULT_LIMITS
     verbose: bool = False
@@ -50,6 +51,8 @@ class ClientConfig:
             raise InvalidInputError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise InvalidInputError("connect_timeout and read_timeout must be positive")
+        if self.object_deadline is not None and self.object_deadline <= 0:
+            raise InvalidInputError("object_deadline must be positive seconds or None")
         if self.anonymous and (self.aws_access_key_id or self.aws_secret_access_key):
             raise InvalidInputError("anonymous=True cannot be combined with explicit credentials")
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):

@@ -219,7 +219,11 @@ def parquet_tokens(
     key: str, data: bytes, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[str, dict[str, list[int]]]:
     """The identifier and token ids per MIME type of a parquet-stage object."""
-    table = read_parquet_table(key, data, limits)
+    return table_tokens(key, read_parquet_table(key, data, limits))
+
+
+def table_tokens(key: str, table: Any) -> tuple[str, dict[str, list[int]]]:
+    """The identifier and token ids per MIME type of a parquet-stage table's first row."""
     if table.num_rows == 0:
         raise CorruptObjectError(key, "parquet table has no rows")
     names = table.column_names

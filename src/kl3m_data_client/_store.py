@@ -199,7 +199,7 @@ class S3Store:
         self._closed = False
         self._extra: dict[str, str] = {"RequestPayer": "requester"} if config.requester_pays else {}
         #: Seconds one object (or one listing page) may take, all attempts included.
-        self.object_deadline: float = config.max_attempts * (
+        self.object_deadline: float = config.object_deadline or config.max_attempts * (
             config.connect_timeout + config.read_timeout
         )
         self._check_md5 = True

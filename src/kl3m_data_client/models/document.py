@@ -297,26 +297,23 @@ class ParquetContent:
 
     def get_document(self) -> dict[str, Any]:
         """The first row: ``{"identifier": ..., "representations": {mime: [ids]}}``."""
+        identifier, tokens = self._tokens()
+        row: dict[str, Any] = {}
         rows = self.get_rows()
-        if not rows:
-            return {"identifier": self.document_id, "representations": {}}
-        row = dict(rows[0])
-        reps = row.get("representations")
-        if isinstance(reps, list):  # pyarrow returns a map as a list of (key, value) pairs
-            row["representations"] = dict(reps)
-        if "identifier" not in row and "document_id" in row:
-            row["identifier"] = row["document_id"]
+        if rows:
+            row = {k: v for k, v in rows[0].items() if k != "representations"}
+        row["identifier"] = identifier or row.get("identifier") or self.document_id
+        row["representations"] = tokens
         return row
 
     def get_representations(self) -> dict[str, list[int]]:
-        """Token ids per MIME type."""
-        document = self.get_document()
-        reps = document.get("representations")
-        if isinstance(reps, dict):
-            return {str(k): list(v or []) for k, v in reps.items()}
-        if "tokens" in document:
-            return {"text/plain": list(document["tokens"] or [])}
-        return {}
+        """Token ids per MIME type (raises CorruptObjectError if the table holds none)."""
+        return self._tokens()[1]
+
+    def _tokens(self) -> tuple[str, dict[str, list[int]]]:
+        from kl3m_data_client._formats import table_tokens
+
+        return table_tokens(self.key or self.document_id, self.get_table())
 
     def save_to_file(self, file_path: str) -> bool:
         """Write the object's bytes to ``file_path``; returns True."""
