@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -183,21 +183,48 @@ class AsyncKL3MClient:
             for name in names
         }
 
-    async def _count(self, prefix: str) -> int:
+    async def _count(
+        self, stage: Stage, prefix: str, progress: Callable[[Stage, int], None] | None
+    ) -> int:
         count = 0
-        async for page in self.store.list_pages(prefix):
-            count += len(page.objects)
+        async with closing(self.store.list_pages(prefix)) as pages:
+            async for page in pages:
+                count += len(page.objects)
+                if progress is not None:
+                    progress(stage, count)
         self._log("counted %d objects under %s", count, prefix)
         return count
 
     async def get_dataset_status(
-        self, dataset_id: str, key_prefix: str | None = None
+        self,
+        dataset_id: str,
+        key_prefix: str | None = None,
+        *,
+        progress: Callable[[Stage, int], None] | None = None,
     ) -> DatasetStatus:
-        """Object counts of a dataset in the three stages (listed concurrently)."""
+        """Object counts of a dataset in the three stages (listed concurrently).
+
+        ``progress(stage, count_so_far)`` is called after every listing page.
+        """
         counts = await asyncio.gather(
-            *(self._count(stage_prefix(s, dataset_id, key_prefix)) for s in DATA_STAGES)
+            *(
+                self._count(s, stage_prefix(s, dataset_id, key_prefix), progress)
+                for s in DATA_STAGES
+            )
         )
         return DatasetStatus.from_counts(dataset_id, *counts)
+
+    async def has_dataset(self, dataset_id: str, key_prefix: str | None = None) -> bool:
+        """True if the dataset (or its key prefix) has an object in any data stage."""
+        for stage in DATA_STAGES:
+            async with closing(
+                self.store.list_pages(stage_prefix(stage, dataset_id, key_prefix), page_size=1)
+            ) as pages:
+                async for page in pages:
+                    if page.objects:
+                        return True
+                    break
+        return False
 
     async def iter_documents(
         self,
@@ -267,10 +294,17 @@ class AsyncKL3MClient:
         found = await self._fetch(dataset_id, document_id, Stage.coerce(stage))
         return None if found is None else found[1]
 
-    async def _fetch(
+    async def get_object_bytes(
+        self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
+    ) -> bytes | None:
+        """A document's object in ``stage`` exactly as stored, or None if it does not exist."""
+        found = await self._get_raw(dataset_id, document_id, Stage.coerce(stage))
+        return None if found is None else found[2]
+
+    async def _get_raw(
         self, dataset_id: str, document_id: str, stage: Stage
-    ) -> tuple[str, StageContent] | None:
-        """GET and decode; an id ending in ``.json`` that is not found is retried without it."""
+    ) -> tuple[str, str, bytes] | None:
+        """GET (id, key, bytes); an id ending in ``.json`` that is not found is tried without."""
         document_id = validate_document_id(document_id)
         key = object_key(stage, dataset_id, document_id)
         data = await self.store.get(key)
@@ -282,6 +316,16 @@ class AsyncKL3MClient:
             data = await self.store.get(key)
             if data is None:
                 return None
+        return document_id, key, data
+
+    async def _fetch(
+        self, dataset_id: str, document_id: str, stage: Stage
+    ) -> tuple[str, StageContent] | None:
+        """GET and decode one document's object."""
+        found = await self._get_raw(dataset_id, document_id, stage)
+        if found is None:
+            return None
+        document_id, key, data = found
         content: StageContent = await self._decode(
             len(data), decode_stage_object, stage.value, key, document_id, data, self.config.limits
         )

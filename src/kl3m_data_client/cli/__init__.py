@@ -1,0 +1,190 @@
+# PYTHON_ARGCOMPLETE_OK
+"""``kl3m-client``: the command line of kl3m-data-client (see ``docs/cli.md``).
+
+Only argparse is imported to parse the command line, so ``--help`` answers fast; the client
+(aiobotocore, pyarrow) and rich load once a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from kl3m_data_client.cli._parser import build_parser
+
+if TYPE_CHECKING:
+    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.cli._ui import UI
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130
+
+
+def endpoint_url(args: argparse.Namespace) -> str | None:
+    """``--endpoint-url``, else ``$KL3M_ENDPOINT_URL``, ``$AWS_ENDPOINT_URL_S3``,
+    ``$AWS_ENDPOINT_URL``."""
+    for value in (
+        args.endpoint_url,
+        os.environ.get("KL3M_ENDPOINT_URL"),
+        os.environ.get("AWS_ENDPOINT_URL_S3"),
+        os.environ.get("AWS_ENDPOINT_URL"),
+    ):
+        if value:
+            return str(value)
+    return None
+
+
+def make_client(args: argparse.Namespace) -> AsyncKL3MClient:
+    """The client the global options describe (credentials: botocore's chain)."""
+    from kl3m_data_client._client import AsyncKL3MClient
+
+    options: dict[str, Any] = {
+        "bucket": args.bucket,
+        "region": args.region,
+        "profile": args.profile,
+        "endpoint_url": endpoint_url(args),
+        "anonymous": args.no_sign_request,
+        "requester_pays": args.requester_pays,
+        "verbose": args.verbose,
+    }
+    if args.max_concurrency:
+        options["max_concurrency"] = args.max_concurrency
+    if args.connect_timeout:
+        options["connect_timeout"] = args.connect_timeout
+    if args.max_attempts:
+        options["max_attempts"] = args.max_attempts
+    return AsyncKL3MClient(**options)
+
+
+async def _run(args: argparse.Namespace, ui: UI) -> int:
+    from kl3m_data_client.cli import _commands, _export
+
+    commands = {
+        "list": _commands.cmd_list,
+        "status": _commands.cmd_status,
+        "documents": _commands.cmd_documents,
+        "inspect": _commands.cmd_inspect,
+        "get": _commands.cmd_get,
+        "export": _export.cmd_export,
+    }
+    async with make_client(args) as client:
+        return await commands[args.command](client, args, ui)
+
+
+def _demo(args: argparse.Namespace, ui: UI) -> int:
+    import asyncio
+
+    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.cli._export import start_local_bucket, tour
+
+    bucket = start_local_bucket(args.documents, ui)
+    try:
+
+        async def go() -> int:
+            async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
+                return await tour(client, args, ui)
+
+        return asyncio.run(go())
+    finally:
+        bucket.close()
+        ui.note("local S3 server stopped")
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    if not verbose:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("kl3m_data_client")
+    logger.addHandler(handler)
+    # botocore's own debug log is left off: it prints request headers (session tokens)
+    logger.setLevel(logging.DEBUG)
+
+
+def _describe(exc: BaseException) -> tuple[str, int]:
+    """The error line and exit status for an exception escaping a command."""
+    from kl3m_data_client._errors import (
+        AccessDeniedError,
+        ConnectionFailedError,
+        CorruptObjectError,
+        InvalidInputError,
+        KL3MError,
+        NotFoundError,
+    )
+    from kl3m_data_client.cli._commands import EXIT_ERROR, EXIT_USAGE, UsageError
+
+    if isinstance(exc, UsageError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, InvalidInputError):
+        return f"invalid input: {exc}", EXIT_USAGE
+    if isinstance(exc, NotFoundError):
+        return f"not found: {exc}", EXIT_ERROR
+    if isinstance(exc, AccessDeniedError):
+        return f"access denied: {exc}", EXIT_ERROR
+    if isinstance(exc, ConnectionFailedError):
+        return f"connection failed: {exc}", EXIT_ERROR
+    if isinstance(exc, CorruptObjectError):
+        return f"corrupt object: {exc}", EXIT_ERROR
+    if isinstance(exc, KL3MError):
+        return str(exc), EXIT_ERROR
+    if isinstance(exc, FileExistsError):
+        return str(exc.args[0] if exc.args else exc), EXIT_ERROR
+    if isinstance(exc, OSError):
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror or exc}", EXIT_ERROR
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+        EXIT_ERROR,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kl3m-client`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # shell completion, only when argcomplete is installed
+        try:
+            import argcomplete
+        except ImportError:
+            pass
+        else:
+            argcomplete.autocomplete(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors (status 2)
+        return exc.code if isinstance(exc.code, int) else 2
+
+    from kl3m_data_client.cli._ui import UI
+
+    ui = UI(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "demo":
+            return _demo(args, ui)
+        import asyncio
+
+        return asyncio.run(_run(args, ui))
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. '| head'): stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        message, status = _describe(exc)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        ui.error(message)
+        return status

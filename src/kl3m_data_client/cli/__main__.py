@@ -1,0 +1,5 @@
+"""``python -m kl3m_data_client.cli``: same as ``kl3m-client``."""
+
+from kl3m_data_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""``kl3m-client export`` and ``kl3m-client demo``."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kl3m_data_client._errors import KL3MError
+from kl3m_data_client.cli._commands import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    cmd_list,
+    count_dataset,
+    print_status_table,
+)
+from kl3m_data_client.cli._ui import UI, Progress, human_bytes
+
+if TYPE_CHECKING:
+    from kl3m_data_client._client import AsyncKL3MClient
+
+
+def _detail(p: Any) -> str:
+    elapsed = max(float(getattr(p, "elapsed", 0.0) or 0.0), 1e-9)
+    mb_s = getattr(p, "bytes_in", 0) / elapsed / 1e6
+    parts = [f"{mb_s:,.1f} MB/s in", f"{p.errors:,} errors"]
+    if getattr(p, "skipped", 0):
+        parts.append(f"{p.skipped:,} skipped")
+    if getattr(p, "duplicates", 0):
+        parts.append(f"{p.duplicates:,} duplicates")
+    return ", ".join(parts)
+
+
+class _ProgressCallback:
+    """Feeds :class:`ExportProgress` snapshots to a progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, p: Any) -> None:
+        processed = p.exported + p.skipped + p.duplicates + p.errors
+        self.progress.update(processed, total=p.total, detail=_detail(p))
+
+
+async def run_export(
+    client: AsyncKL3MClient,
+    dataset_id: str,
+    destination: str,
+    ui: UI,
+    *,
+    label: str | None = None,
+    **options: Any,
+) -> Any:
+    """Call ``client.export`` with a progress display; returns the ExportReport."""
+    export = getattr(client, "export", None)
+    if export is None:
+        raise KL3MError("this version of kl3m-data-client has no export")
+    progress = ui.progress(label or f"exporting {dataset_id}", "docs")
+    try:
+        result = export(
+            dataset_id,
+            destination,
+            progress=_ProgressCallback(progress),
+            **{k: v for k, v in options.items() if v is not None},
+        )
+        if inspect.isawaitable(result):
+            result = await result
+    finally:
+        progress.close()
+    return result
+
+
+def print_report(ui: UI, report: Any) -> None:
+    """The export report as two tables: totals and part files."""
+    r = report.as_dict()
+    compression = r.get("compression")
+    fmt = r.get("format", "")
+    rows = [
+        ("dataset", r.get("dataset_id")),
+        ("stage", r.get("stage")),
+        ("format", f"{fmt} ({compression})" if compression else fmt),
+        ("content", r.get("content")),
+        ("exported", f"{r.get('exported', 0):,}"),
+        ("skipped (filters)", f"{r.get('skipped', 0):,}"),
+        ("duplicates", f"{r.get('duplicates', 0):,}"),
+        ("errors", f"{r.get('errors', 0):,}"),
+        ("read", human_bytes(r.get("bytes_in", 0))),
+        ("written", human_bytes(r.get("bytes_out", 0))),
+        ("duration", f"{r.get('duration', 0.0):.2f} s"),
+        ("rate", f"{r.get('docs_per_second', 0.0):,.1f} docs/s"),
+    ]
+    if r.get("resumed"):
+        rows.append(("resumed", "yes"))
+    ui.table(["export", "value"], rows, title=f"export of {r.get('dataset_id')}")
+    parts = r.get("parts") or []
+    if parts:
+        ui.table(
+            ["part", "records", "bytes", "sha256"],
+            [
+                [
+                    str(p.get("path")),
+                    f"{p.get('records', 0):,}",
+                    human_bytes(p.get("bytes", 0)),
+                    str(p.get("sha256", ""))[:16] + "…",
+                ]
+                for p in parts
+            ],
+            numeric=(1, 2),
+        )
+
+
+async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
+    report = await run_export(
+        client,
+        args.dataset,
+        args.destination,
+        ui,
+        stage=args.stage,
+        format=args.format,
+        compression=args.compression,
+        content=args.content,
+        key_prefix=args.key_prefix,
+        ids=args.ids,
+        max_documents=args.max_documents,
+        shard=args.shard,
+        max_concurrency=args.max_concurrency,
+        workers=args.workers,
+        overwrite=args.overwrite or None,
+    )
+    if ui.json_mode:
+        ui.emit_json(report.as_dict())
+    else:
+        print_report(ui, report)
+        where = f"files in {report.destination}"
+        if report.partial:
+            ui.print(
+                f"partial export: {report.errors:,} documents failed, listed in "
+                f"{report.as_dict().get('errors_path') or 'errors.jsonl'}; {where}",
+                style="bold yellow",
+            )
+        else:
+            ui.print(f"done: {report.exported:,} documents exported; {where}", style="bold green")
+    return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+# -- demo ---------------------------------------------------------------------------------------
+LOCAL_EXTRA_HINT = "pip install 'kl3m-data-client[local]'"
+
+
+def start_local_bucket(n_documents: int, ui: UI) -> Any:
+    """Start a :class:`LocalBucket` (raises KL3MError naming the pip command if moto is absent)."""
+    try:
+        import moto  # noqa: F401
+
+        from kl3m_data_client.testing import LocalBucket
+    except ImportError as exc:
+        raise KL3MError(
+            f"the demo needs the 'local' extra ({exc.name or exc} is missing): {LOCAL_EXTRA_HINT}"
+        ) from None
+    ui.note(f"starting a local S3 server with a synthetic {n_documents}-document KL3M bucket…")
+    bucket = LocalBucket(n_documents)
+    bucket.start()
+    return bucket
+
+
+async def tour(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
+    """The demo's steps against ``client`` (a local bucket)."""
+    out = Path(args.output)
+    human = not ui.json_mode
+    if human:
+        ui.print(f"1. datasets of s3://{client.bucket} (local)", style="bold")
+        await cmd_list(client, args, ui)
+    datasets = list(await client.list_datasets())
+    statuses = [await count_dataset(client, d, None, ui) for d in datasets]
+    if human:
+        ui.print("2. status of each dataset", style="bold")
+        print_status_table(ui, statuses, title="objects per stage")
+    dataset = args.dataset if args.dataset in datasets else datasets[0]
+    reports = []
+    for step, (fmt, compression) in enumerate((("jsonl", "gzip"), ("parquet", "zstd")), start=3):
+        dest = out / f"{dataset}-{fmt}"
+        if human:
+            ui.print(f"{step}. export {dataset} to {dest} as {fmt} ({compression})", style="bold")
+        report = await run_export(
+            client,
+            dataset,
+            str(dest),
+            ui,
+            label=f"{dataset} → {fmt}",
+            stage="representations",
+            format=fmt,
+            compression=compression,
+            overwrite=True,
+        )
+        reports.append(report)
+        if human:
+            print_report(ui, report)
+    if ui.json_mode:
+        ui.emit_json(
+            {
+                "datasets": {
+                    name: {s.value: v for s, v in stages.items()}
+                    for name, stages in (await client.list_datasets()).items()
+                },
+                "status": [s.as_dict() for s in statuses],
+                "exports": [r.as_dict() for r in reports],
+            }
+        )
+    else:
+        ui.print("files:", style="bold")
+        for r in reports:
+            for part in r.parts:
+                ui.print(f"  {part.path}")
+        parquet_dir = Path(reports[-1].destination) / "data"
+        ui.print(
+            'read the Parquet export with: python -c "import pyarrow.dataset as ds; '
+            f"print(ds.dataset('{parquet_dir}').to_table())\""
+        )
+    partial = any(r.partial for r in reports)
+    return EXIT_PARTIAL if partial else EXIT_OK
