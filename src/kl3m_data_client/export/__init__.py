@@ -1,0 +1,24 @@
+"""Bulk export of KL3M datasets to JSONL and Parquet: streaming, resumable, lossless.
+
+Use it through the client (``await client.export(...)``, ``client.iter_jsonl_export(...)``)
+or directly with :func:`export` / :func:`iter_export_records`. See ``docs/export.md``.
+"""
+
+from __future__ import annotations
+
+from kl3m_data_client.export._exporter import export, iter_export_records
+from kl3m_data_client.export._records import Record, dedup_key, in_shard, make_record, shard_hash
+from kl3m_data_client.export._report import ExportProgress, ExportReport, PartInfo
+
+__all__ = [
+    "ExportProgress",
+    "ExportReport",
+    "PartInfo",
+    "Record",
+    "dedup_key",
+    "export",
+    "in_shard",
+    "iter_export_records",
+    "make_record",
+    "shard_hash",
+]

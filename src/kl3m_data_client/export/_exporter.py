@@ -1,0 +1,745 @@
+"""The export engine: list -> fetch (ordered_map) -> records -> parts -> manifest.
+
+One *stream* is a sequential exporter over the listing (or the explicit ids) of a dataset,
+optionally restricted to a shard. Fetching overlaps listing through :func:`ordered_map`
+(bounded window, listing order kept); decoding of big objects and all file work run in
+threads. After each part the manifest is replaced atomically with the part's last key, the
+counters and the size of ``errors.jsonl``: a rerun continues from there (``StartAfter`` for
+listings, a count for explicit ids) and rewrites byte-identical parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from kl3m_data_client._errors import (
+    AccessDeniedError,
+    ClientClosedError,
+    InvalidInputError,
+    KL3MError,
+)
+from kl3m_data_client._keys import object_key, stage_prefix, validate_document_id
+from kl3m_data_client._stream import closing, ordered_map
+from kl3m_data_client.export._manifest import (
+    DATA_DIR,
+    Manifest,
+    clean_temporaries,
+    diff_options,
+    errors_name,
+    new_manifest,
+    part_name,
+    read_manifest,
+    stream_part_files,
+    update_manifest,
+    wipe,
+    write_manifest,
+)
+from kl3m_data_client.export._options import ExportPlan, make_plan
+from kl3m_data_client.export._records import (
+    Record,
+    Skip,
+    dedup_key,
+    in_shard,
+    make_record,
+)
+from kl3m_data_client.export._report import ExportProgress, ExportReport, PartInfo
+from kl3m_data_client.export._writers import PartWriter, open_part, read_part
+from kl3m_data_client.models.common import Stage
+
+if TYPE_CHECKING:
+    from kl3m_data_client._client import AsyncKL3MClient
+
+logger = logging.getLogger("kl3m_data_client.export")
+
+#: Objects up to this size are turned into records on the event loop; larger in a thread.
+INLINE_BYTES = 256 * 1024
+#: Minimum seconds between two progress callbacks.
+PROGRESS_INTERVAL = 0.1
+
+
+# ------------------------------------------------------------------------------ counters
+@dataclass
+class Counters:
+    """Running totals of one stream (stored in the manifest with every part)."""
+
+    exported: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.exported + self.skipped + self.duplicates + self.errors
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Counters:
+        data = data or {}
+        return cls(**{k: int(data.get(k, 0)) for k in cls.__dataclass_fields__})
+
+    def add(self, other: Counters) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Tracker:
+    """Sums the counters of all streams and calls ``callback`` at most every 0.1 s."""
+
+    def __init__(self, callback: Callable[[ExportProgress], Any] | None) -> None:
+        self.callback = callback
+        self.start = time.monotonic()
+        self.streams: dict[str, Counters] = {}
+        self.baseline: dict[str, int] = {}
+        self.total: int | None = None
+        self._last = 0.0
+
+    def update(self, stream: str, counters: Counters, *, force: bool = False) -> None:
+        self.streams[stream] = counters
+        self.baseline.setdefault(stream, counters.processed)
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self.callback(self.snapshot())
+
+    def processed_this_run(self) -> int:
+        return sum(c.processed for c in self.streams.values()) - sum(self.baseline.values())
+
+    def snapshot(self, done: bool = False) -> ExportProgress:
+        total = Counters()
+        for c in self.streams.values():
+            total.add(c)
+        return ExportProgress(
+            exported=total.exported,
+            skipped=total.skipped,
+            duplicates=total.duplicates,
+            errors=total.errors,
+            bytes_in=total.bytes_in,
+            bytes_out=total.bytes_out,
+            total=self.total,
+            elapsed=time.monotonic() - self.start,
+            done=done,
+            baseline=sum(self.baseline.values()),
+        )
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(self.snapshot(done=True))
+
+
+# ------------------------------------------------------------------------------ source
+@dataclass(slots=True)
+class Item:
+    """One listed (or given) document: its input position, key and id (or why it is bad)."""
+
+    position: int
+    key: str
+    document_id: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one item."""
+
+    item: Item
+    record: Record | None = None
+    skip: str | None = None
+    error: str | None = None
+    bytes_in: int = 0
+
+
+async def iter_items(
+    client: AsyncKL3MClient,
+    plan: ExportPlan,
+    *,
+    start_after: str | None = None,
+    position: int = 0,
+    sub_shard: tuple[int, int] | None = None,
+) -> AsyncIterator[Item]:
+    """The documents to export, in listing (or given) order, restricted to the shard.
+
+    ``position`` counts every input item before the shard filter; a listing resumes with
+    ``start_after`` (S3 StartAfter), explicit ids by skipping ``position`` items.
+    """
+    stage = Stage(plan.stage)
+    if plan.ids is not None:
+        for index, raw_id in enumerate(plan.ids):
+            if index < position:
+                continue
+            try:
+                doc_id = validate_document_id(raw_id)
+                key = object_key(stage, plan.dataset_id, doc_id)
+            except InvalidInputError as exc:
+                item = Item(index + 1, raw_id, raw_id, error=f"invalid document id: {exc}")
+            else:
+                item = Item(index + 1, key, doc_id)
+            if in_shard(item.document_id, plan.shard, sub_shard):
+                yield item
+        return
+    prefix = stage_prefix(stage, plan.dataset_id, plan.key_prefix)
+    base = len(stage_prefix(stage, plan.dataset_id))
+    async for info in client.iter_objects(prefix, start_after=start_after):
+        key = info.key
+        doc_id = key[base:]
+        if stage is not Stage.PARQUET and doc_id.endswith(".json"):
+            doc_id = doc_id[: -len(".json")]
+        if not doc_id or key.endswith("/"):
+            continue
+        position += 1
+        if not in_shard(doc_id, plan.shard, sub_shard):
+            continue
+        try:
+            validate_document_id(doc_id)
+        except InvalidInputError as exc:
+            yield Item(position, key, doc_id, error=f"invalid document id: {exc}")
+        else:
+            yield Item(position, key, doc_id)
+
+
+def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item], Any]:
+    flt = plan.record_filter
+    limits = client.config.limits
+
+    async def fetch(item: Item) -> Outcome:
+        if item.error is not None:
+            return Outcome(item, error=item.error)
+        try:
+            data = await client.store.get(item.key)
+        except (AccessDeniedError, ClientClosedError):
+            raise
+        except KL3MError as exc:
+            return Outcome(item, error=str(exc))
+        if data is None:
+            return Outcome(item, error="not found")
+        args = (plan.stage, item.key, plan.dataset_id, item.document_id, data, flt, limits)
+        try:
+            if len(data) > INLINE_BYTES:
+                result = await asyncio.to_thread(make_record, *args)
+            else:
+                result = make_record(*args)
+        except KL3MError as exc:
+            return Outcome(item, error=getattr(exc, "reason", None) or str(exc), bytes_in=len(data))
+        except Exception as exc:  # a bad object must never stop the run
+            reason = f"{type(exc).__name__}: {exc}"
+            return Outcome(item, error=reason, bytes_in=len(data))
+        if isinstance(result, Skip):
+            return Outcome(item, skip=result.reason, bytes_in=len(data))
+        return Outcome(item, record=result, bytes_in=len(data))
+
+    return fetch
+
+
+def iter_outcomes(
+    client: AsyncKL3MClient,
+    plan: ExportPlan,
+    *,
+    start_after: str | None = None,
+    position: int = 0,
+    sub_shard: tuple[int, int] | None = None,
+) -> AsyncIterator[Outcome]:
+    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order."""
+    items = iter_items(
+        client, plan, start_after=start_after, position=position, sub_shard=sub_shard
+    )
+    return ordered_map(items, _fetcher(client, plan), window=plan.max_concurrency)
+
+
+# ------------------------------------------------------------------------------ records API
+async def iter_export_records(
+    client: AsyncKL3MClient,
+    dataset_id: str,
+    source_stage: Stage | str = Stage.DOCUMENTS,
+    key_prefix: str | None = None,
+    max_documents: int | None = None,
+    **options: Any,
+) -> AsyncIterator[Record]:
+    """Export records of a dataset, in listing order (bad objects are logged and skipped)."""
+    plan = _plan(
+        client,
+        dataset_id,
+        stage=source_stage,
+        key_prefix=key_prefix,
+        max_documents=max_documents,
+        **options,
+    )
+    seen: set[bytes] | None = set() if plan.deduplicate else None
+    count = 0
+    if plan.max_documents == 0:
+        return
+    async with closing(iter_outcomes(client, plan)) as outcomes:
+        async for oc in outcomes:
+            if oc.error is not None:
+                logger.warning("skipping %s: %s", oc.item.key, oc.error)
+                continue
+            if oc.record is None:
+                continue
+            if seen is not None:
+                digest = dedup_key(oc.record)
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            yield oc.record
+            count += 1
+            if plan.max_documents is not None and count >= plan.max_documents:
+                return
+
+
+_PLAN_OPTIONS = frozenset(
+    {
+        "stage",
+        "format",
+        "compression",
+        "content",
+        "key_prefix",
+        "ids",
+        "max_documents",
+        "mime_types",
+        "min_tokens",
+        "max_tokens",
+        "deduplicate",
+        "shard",
+        "records_per_part",
+        "max_concurrency",
+        "workers",
+    }
+)
+
+
+def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPlan:
+    unknown = sorted(set(options) - _PLAN_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
+    if options.get("max_concurrency") is None:
+        options["max_concurrency"] = 2 * client.config.max_concurrency
+    return make_plan(bucket=client.config.bucket, dataset_id=dataset_id, **options)
+
+
+# ------------------------------------------------------------------------------ one stream
+@dataclass
+class StreamState:
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    errors_bytes: int = 0
+    position: int = 0
+    last_key: str | None = None
+    complete: bool = False
+
+
+def _load_stream(dest: Path, plan: ExportPlan, stream: str) -> StreamState:
+    """Restore a stream from the manifest; remove parts and errors written after it."""
+    manifest = read_manifest(dest)
+    entry = ((manifest or {}).get("streams") or {}).get(stream) or {}
+    state = StreamState(parts=list(entry.get("parts") or []))
+    checkpoint = entry.get("final") if entry.get("complete") else None
+    if checkpoint is None and state.parts:
+        checkpoint = state.parts[-1]
+    if checkpoint is not None:
+        state.counters = Counters.from_dict(checkpoint.get("counters"))
+        state.errors_bytes = int(checkpoint.get("errors_bytes", 0))
+        state.position = int(checkpoint.get("position", 0))
+        state.last_key = checkpoint.get("last_key")
+    state.complete = bool(entry.get("complete"))
+    on_disk = stream_part_files(dest, stream)
+    for index, part in enumerate(state.parts):
+        path = dest / part["path"]
+        if on_disk.get(index) != path or path.stat().st_size != part["bytes"]:
+            raise InvalidInputError(
+                f"part {path} listed in the manifest is missing or has the wrong size; "
+                "pass overwrite=True to export again"
+            )
+    for index, path in on_disk.items():
+        if index >= len(state.parts):  # renamed but not yet in the manifest: redo it
+            path.unlink(missing_ok=True)
+    errors = dest / errors_name(stream)
+    with open(errors, "ab") as fh:
+        if fh.tell() > state.errors_bytes:
+            fh.truncate(state.errors_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return state
+
+
+def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]]) -> set[bytes]:
+    seen: set[bytes] = set()
+    for part in parts:
+        for record in read_part(dest / part["path"], plan.format, plan.compression):
+            seen.add(dedup_key(record))
+    return seen
+
+
+def _checkpoint(
+    dest: Path, stream: str, *, part: dict[str, Any] | None, final: dict[str, Any] | None
+) -> None:
+    def change(manifest: Manifest) -> None:
+        entry = manifest["streams"].setdefault(stream, {"parts": [], "complete": False})
+        if part is not None:
+            entry["parts"].append(part)
+        if final is not None:
+            entry["final"] = final
+            entry["complete"] = True
+
+    update_manifest(dest, change)
+
+
+async def run_stream(
+    client: AsyncKL3MClient,
+    plan: ExportPlan,
+    dest: Path,
+    stream: str = "",
+    sub_shard: tuple[int, int] | None = None,
+    on_update: Callable[[Counters, bool], None] | None = None,
+) -> Counters:
+    """Export one stream into ``dest`` (resuming it from the manifest); returns its counters."""
+    state = await asyncio.to_thread(_load_stream, dest, plan, stream)
+    counters = state.counters
+    if on_update is not None:
+        on_update(counters, True)
+    if state.complete:
+        return counters
+    seen: set[bytes] | None = None
+    if plan.deduplicate:
+        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts)
+    data_dir = dest / DATA_DIR
+    errors_fh: IO[bytes] = await asyncio.to_thread(open, dest / errors_name(stream), "ab")
+    writer: PartWriter | None = None
+    busy = False  # a thread is using ``writer``
+    first_key = ""
+    position = state.position
+    last_key = state.last_key
+
+    def checkpoint_state(**extra: Any) -> dict[str, Any]:
+        errors_fh.flush()
+        os.fsync(errors_fh.fileno())
+        return {
+            "counters": counters.as_dict(),
+            "errors_bytes": errors_fh.tell(),
+            "position": position,
+            "last_key": last_key,
+            **extra,
+        }
+
+    async def finish_part() -> None:
+        nonlocal writer, busy
+        assert writer is not None
+        w, pending = writer, writer.take_batch()
+        busy = True
+        sha, size = await asyncio.to_thread(w.finish, pending)
+        busy = False
+        writer = None
+        counters.bytes_out += size
+        part = {
+            "path": f"{DATA_DIR}/{w.final.name}",
+            "records": w.records,
+            "sha256": sha,
+            "bytes": size,
+            "first_key": first_key,
+        }
+
+        def commit() -> None:
+            part.update(checkpoint_state())
+            _checkpoint(dest, stream, part=part, final=None)
+
+        await asyncio.to_thread(commit)
+        state.parts.append(part)
+
+    limit = plan.max_documents
+    try:
+        if limit is None or counters.exported < limit:
+            outcomes = iter_outcomes(
+                client,
+                plan,
+                start_after=None if plan.ids is not None else state.last_key,
+                position=state.position,
+                sub_shard=sub_shard,
+            )
+            async with closing(outcomes) as stream_outcomes:
+                async for oc in stream_outcomes:
+                    counters.bytes_in += oc.bytes_in
+                    position, last_key = oc.item.position, oc.item.key
+                    record = oc.record
+                    if oc.error is not None:
+                        counters.errors += 1
+                        line = {"key": oc.item.key, "stage": plan.stage, "reason": oc.error}
+                        errors_fh.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+                        errors_fh.flush()
+                    elif record is None:
+                        counters.skipped += 1
+                    elif seen is not None and (digest := dedup_key(record)) in seen:
+                        counters.duplicates += 1
+                    else:
+                        if seen is not None:
+                            seen.add(digest)
+                        if writer is None:
+                            name = part_name(stream, len(state.parts), plan.extension)
+                            writer = await asyncio.to_thread(
+                                open_part,
+                                data_dir / name,
+                                plan.format,
+                                plan.compression,
+                                plan.stage,
+                                plan.content,
+                            )
+                            first_key = oc.item.key
+                        counters.exported += 1
+                        if writer.add(record):
+                            busy = True
+                            await asyncio.to_thread(writer.write_batch, writer.take_batch())
+                            busy = False
+                        if writer.records >= plan.records_per_part:
+                            await finish_part()
+                        if limit is not None and counters.exported >= limit:
+                            break
+                    if on_update is not None:
+                        on_update(counters, False)
+        if writer is not None:
+            await finish_part()
+        await asyncio.to_thread(
+            lambda: _checkpoint(dest, stream, part=None, final=checkpoint_state())
+        )
+    finally:
+        if writer is not None and not busy:
+            writer.abort()
+        errors_fh.close()
+    if on_update is not None:
+        on_update(counters, True)
+    return counters
+
+
+# ------------------------------------------------------------------------------ orchestration
+class _DestinationLock:
+    """An exclusive lock on the destination for the whole run (one export at a time)."""
+
+    def __init__(self, dest: Path) -> None:
+        self.path = dest / ".export.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InvalidInputError(
+                f"another export is writing to {self.path.parent}; wait for it to finish"
+            ) from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _prepare(dest: Path, plan: ExportPlan, resume: bool, overwrite: bool) -> tuple[Manifest, bool]:
+    """Check the destination against the options; returns (manifest, resumed)."""
+    if dest.exists() and not dest.is_dir():
+        raise InvalidInputError(f"destination {str(dest)!r} exists and is not a directory")
+    (dest / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    options = plan.fingerprint()
+    manifest = read_manifest(dest)
+    if manifest is not None and overwrite:
+        manifest = None
+        wipe(dest)
+    elif manifest is not None and not resume:
+        raise InvalidInputError(
+            f"{dest} already holds an export; pass overwrite=True to replace it "
+            "(or resume=True to continue it)"
+        )
+    elif manifest is not None:
+        diffs = diff_options(manifest.get("options") or {}, options)
+        if diffs:
+            raise InvalidInputError(
+                f"{dest} holds an export made with different options: {'; '.join(diffs)}. "
+                "Rerun with the same options to resume it, or pass overwrite=True to replace it"
+            )
+    if manifest is None:
+        wipe(dest)
+        manifest = new_manifest(options)
+        write_manifest(dest, manifest)
+        return manifest, False
+    clean_temporaries(dest)
+    return manifest, True
+
+
+def _stream_names(plan: ExportPlan) -> list[str]:
+    return [""] if plan.workers == 1 else [f"w{j}" for j in range(plan.workers)]
+
+
+def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
+    """Mark the export complete (merging worker error files into ``errors.jsonl``)."""
+    if plan.workers > 1:
+        chunks = []
+        for name in _stream_names(plan):
+            path = dest / errors_name(name)
+            if path.exists():
+                chunks.append(path.read_bytes())
+        from kl3m_data_client.export._manifest import atomic_write
+
+        atomic_write(dest / errors_name(""), b"".join(chunks))
+
+    def change(manifest: Manifest) -> None:
+        manifest["complete"] = True
+
+    return update_manifest(dest, change)
+
+
+def build_report(
+    dest: Path,
+    plan: ExportPlan,
+    manifest: Manifest,
+    *,
+    duration: float,
+    processed_this_run: int,
+    resumed: bool,
+) -> ExportReport:
+    """The report of a (finished or interrupted) export, from its manifest."""
+    totals = Counters()
+    parts: list[PartInfo] = []
+    streams = manifest.get("streams") or {}
+    for name in _stream_names(plan):
+        entry = streams.get(name) or {}
+        stream_parts = entry.get("parts") or []
+        checkpoint = entry.get("final") or (stream_parts[-1] if stream_parts else None)
+        if checkpoint is not None:
+            totals.add(Counters.from_dict(checkpoint.get("counters")))
+        for p in stream_parts:
+            parts.append(
+                PartInfo(
+                    str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"])
+                )
+            )
+    return ExportReport(
+        dataset_id=plan.dataset_id,
+        stage=plan.stage,
+        format=plan.format,
+        destination=str(dest),
+        compression=plan.compression,
+        content=plan.content,
+        exported=totals.exported,
+        skipped=totals.skipped,
+        duplicates=totals.duplicates,
+        errors=totals.errors,
+        bytes_in=totals.bytes_in,
+        bytes_out=sum(p.bytes for p in parts),
+        duration=duration,
+        docs_per_second=processed_this_run / duration if duration > 0 else 0.0,
+        parts=parts,
+        partial=totals.errors > 0,
+        resumed=resumed,
+        errors_path=str(dest / errors_name("")),
+        manifest_path=str(dest / "manifest.json"),
+    )
+
+
+async def _fetch_total(client: AsyncKL3MClient, plan: ExportPlan, tracker: Tracker) -> None:
+    """The expected document count from the dataset index (progress only; failures ignored)."""
+    if plan.ids is not None or plan.shard is not None:
+        return
+    try:
+        index = await client.get_dataset_index(plan.dataset_id, plan.key_prefix)
+    except KL3MError:
+        return
+    if index is None:
+        return
+    total = index.metadata.count or len(index.objects)
+    if plan.max_documents is not None:
+        total = min(total, plan.max_documents)
+    tracker.total = total
+
+
+def _resolve_destination(destination: str | os.PathLike[str]) -> Path:
+    dest = Path(destination).expanduser().absolute()
+    if dest.exists() and not dest.is_dir():
+        raise InvalidInputError(f"destination {str(dest)!r} exists and is not a directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+async def export(
+    client: AsyncKL3MClient,
+    dataset_id: str,
+    destination: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: Callable[[ExportProgress], Any] | None = None,
+    **options: Any,
+) -> ExportReport:
+    """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`)."""
+    plan = _plan(client, dataset_id, **options)
+    dest = await asyncio.to_thread(_resolve_destination, destination)
+    tracker = Tracker(progress)
+    lock = _DestinationLock(dest)
+    lock.acquire()
+    total_task: asyncio.Task[None] | None = None
+    try:
+        manifest, resumed = await asyncio.to_thread(_prepare, dest, plan, resume, overwrite)
+        if not manifest.get("complete"):
+            if progress is not None:
+                total_task = asyncio.create_task(_fetch_total(client, plan, tracker))
+            if plan.workers == 1:
+                await run_stream(
+                    client,
+                    plan,
+                    dest,
+                    "",
+                    None,
+                    lambda c, force: tracker.update("", c, force=force),
+                )
+            else:
+                from kl3m_data_client.export._workers import run_workers
+
+                await run_workers(client.config, plan, dest, tracker)
+            manifest = await asyncio.to_thread(_finalize, dest, plan)
+    finally:
+        if total_task is not None and not total_task.done():
+            total_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await total_task
+        lock.release()
+    duration = time.monotonic() - tracker.start
+    report = build_report(
+        dest,
+        plan,
+        manifest,
+        duration=duration,
+        processed_this_run=tracker.processed_this_run(),
+        resumed=resumed,
+    )
+    if progress is not None:
+        if not tracker.streams:  # already complete: report the totals once
+            tracker.streams[""] = Counters(
+                report.exported,
+                report.skipped,
+                report.duplicates,
+                report.errors,
+                report.bytes_in,
+                report.bytes_out,
+            )
+            tracker.baseline[""] = tracker.streams[""].processed
+        tracker.finish()
+    return report
+
+
+def export_options_help() -> Iterable[str]:
+    """The names of the export options (for the CLI and docs)."""
+    return sorted(_PLAN_OPTIONS | {"resume", "overwrite", "progress"})

@@ -1,0 +1,274 @@
+"""Part writers: records in, one durable file out (blocking; call them from a thread).
+
+A part is written to a hidden temporary name in its directory, flushed and fsynced, then
+renamed to its final name (and the directory fsynced). The output is a pure function of the
+records: no timestamps (gzip ``mtime=0``, no file name in the gzip header), fixed batching.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from kl3m_data_client.export._records import Record, token_array
+
+#: Records per Parquet row group / per JSONL write.
+BATCH_RECORDS = 2048
+#: A batch is also flushed when it holds this many tokens (or text characters).
+BATCH_UNITS = 16_000_000
+
+TMP_PREFIX = "."
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory (makes renames in it durable); a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def tmp_name(final: Path) -> Path:
+    """The temporary name of ``final`` (hidden, same directory)."""
+    return final.with_name(f"{TMP_PREFIX}{final.name}{TMP_SUFFIX}")
+
+
+class HashingFile:
+    """A write-only binary file that hashes (sha256) and counts what goes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.sha.update(data)
+        n = self.raw.write(data)
+        self.size += len(data)
+        return n if n is not None else len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:  # the owner closes ``raw``
+        self.closed = True
+
+
+def _units(record: Record) -> int:
+    tokens = record.get("tokens")
+    if tokens is not None:
+        return len(tokens)
+    text = record.get("text")
+    return len(text) if isinstance(text, str) else 0
+
+
+class PartWriter:
+    """Base class: buffering into batches, the temporary file, fsync and rename."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp = tmp_name(final)
+        self._raw: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+        self.sink = HashingFile(self._raw)
+        self.records = 0
+        self._batch: list[Record] = []
+        self._units = 0
+
+    # the exporter calls add() on the event loop and write_pending() in a thread
+    def add(self, record: Record) -> bool:
+        """Buffer a record; True when a batch is ready for :meth:`write_pending`."""
+        self._batch.append(record)
+        self.records += 1
+        self._units += _units(record)
+        return len(self._batch) >= BATCH_RECORDS or self._units >= BATCH_UNITS
+
+    def take_batch(self) -> list[Record]:
+        """Take the buffered records (the batch boundary is fixed by the records alone)."""
+        batch, self._batch, self._units = self._batch, [], 0
+        return batch
+
+    def write_batch(self, batch: list[Record]) -> None:
+        raise NotImplementedError
+
+    def _close_encoder(self) -> None:
+        raise NotImplementedError
+
+    def finish(self, pending: list[Record]) -> tuple[str, int]:
+        """Write ``pending``, close, fsync, rename; returns (sha256 hex, bytes)."""
+        if pending:
+            self.write_batch(pending)
+        self._close_encoder()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self.tmp, self.final)
+        fsync_dir(self.final.parent)
+        return self.sink.sha.hexdigest(), self.sink.size
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (best effort)."""
+        try:
+            self._raw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _dumps(record: Record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class JsonlWriter(PartWriter):
+    """JSON Lines, uncompressed, gzip (mtime 0) or zstd (level 3, single frame)."""
+
+    def __init__(self, final: Path, compression: str) -> None:
+        super().__init__(final)
+        self._stream: Any
+        if compression == "gzip":
+            self._stream = gzip.GzipFile(
+                filename="", mode="wb", fileobj=self.sink, mtime=0, compresslevel=6
+            )
+        elif compression == "zstd":
+            import zstandard
+
+            sink: Any = self.sink
+            self._stream = zstandard.ZstdCompressor(level=3).stream_writer(sink, closefd=False)
+        else:
+            self._stream = self.sink
+
+    def write_batch(self, batch: list[Record]) -> None:
+        if batch:
+            data = "".join(_dumps(r) + "\n" for r in batch).encode("utf-8", "surrogatepass")
+            self._stream.write(data)
+
+    def _close_encoder(self) -> None:
+        if self._stream is not self.sink:
+            self._stream.close()
+
+
+def parquet_schema(stage: str, content: str) -> Any:
+    """The Arrow schema of a part: id, identifier, dataset, mime_type, tokens | text, ..."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field("id", pa.string()),
+        pa.field("identifier", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("mime_type", pa.string()),
+    ]
+    if content == "tokens":
+        fields.append(pa.field("tokens", pa.list_(pa.uint32())))
+    else:
+        fields.append(pa.field("text", pa.string()))
+    if stage == "documents":
+        fields += [
+            pa.field("encoding", pa.string()),
+            pa.field("blake2b", pa.string()),
+            pa.field("metadata", pa.string()),  # JSON object
+        ]
+    return pa.schema(fields)
+
+
+def records_to_table(batch: list[Record], schema: Any) -> Any:
+    """An Arrow table of ``batch`` (token lists built from one flat uint32 buffer)."""
+    import pyarrow as pa
+
+    columns: list[Any] = []
+    for f in schema:
+        name = f.name
+        if name == "tokens":
+            flat = token_array([], "")
+            offsets = token_array([0], "")
+            for r in batch:
+                flat.extend(token_array(r["tokens"], str(r.get("id"))))
+                offsets.append(len(flat))
+            values = pa.Array.from_buffers(pa.uint32(), len(flat), [None, pa.py_buffer(flat)])
+            offs = pa.Array.from_buffers(
+                pa.uint32(), len(offsets), [None, pa.py_buffer(offsets)]
+            ).cast(pa.int32())
+            columns.append(pa.ListArray.from_arrays(offs, values, type=f.type))
+        elif name == "metadata":
+            columns.append(
+                pa.array(
+                    [json.dumps(r.get("metadata"), ensure_ascii=False) for r in batch],
+                    type=pa.string(),
+                )
+            )
+        else:
+            columns.append(pa.array([r.get(name) for r in batch], type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ParquetWriter(PartWriter):
+    """Parquet (zstd or snappy), one row group per batch."""
+
+    def __init__(self, final: Path, compression: str, stage: str, content: str) -> None:
+        super().__init__(final)
+        import pyarrow.parquet as pq
+
+        self.schema = parquet_schema(stage, content)
+        self._writer = pq.ParquetWriter(self.sink, self.schema, compression=compression)
+
+    def write_batch(self, batch: list[Record]) -> None:
+        if batch:
+            self._writer.write_table(records_to_table(batch, self.schema))
+
+    def _close_encoder(self) -> None:
+        self._writer.close()
+
+
+def open_part(final: Path, fmt: str, compression: str, stage: str, content: str) -> PartWriter:
+    """A writer of the part ``final``."""
+    if fmt == "parquet":
+        return ParquetWriter(final, compression, stage, content)
+    return JsonlWriter(final, compression)
+
+
+def read_part(path: Path, fmt: str, compression: str) -> Iterator[Record]:
+    """The records of a finished part (used to rebuild deduplication state on resume)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        for i in range(pf.num_row_groups):
+            table = pf.read_row_group(i)
+            yield from table.to_pylist()
+        return
+    if compression == "gzip":
+        fh: Any = gzip.open(path, "rb")  # noqa: SIM115
+    elif compression == "zstd":
+        import zstandard
+
+        fh = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+    else:
+        fh = open(path, "rb")  # noqa: SIM115
+    import io
+
+    with fh, io.TextIOWrapper(fh, encoding="utf-8") as text:
+        for line in text:
+            if line.strip():
+                yield json.loads(line)
