@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from kl3m_data_client import AsyncKL3MClient, InvalidInputError, KL3MClient, Stage
+from kl3m_data_client import (
+    AsyncKL3MClient,
+    CorruptObjectError,
+    InvalidInputError,
+    KL3MClient,
+    Stage,
+)
 from kl3m_data_client._formats import Limits
 from kl3m_data_client.export import ExportProgress, ExportReport, shard_hash
 from kl3m_data_client.models.document import DocumentContent, ParquetContent
@@ -373,3 +379,16 @@ def test_sync_client_and_workers(kl3m_corpus_bucket: Any, tmp_path: Path) -> Non
     assert {Path(p.path).name.split("-")[1] for p in two.parts} <= {"w0", "w1"}
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["complete"] and set(manifest["streams"]) == {"w0", "w1"}
+
+
+async def test_iter_jsonl_export_raises_on_bad_objects_unless_skipping(
+    kl3m_corpus_bucket: Any,
+) -> None:
+    corrupt = kl3m_corpus_bucket.corpus.corrupt
+    async with AsyncKL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
+        with pytest.raises(CorruptObjectError) as err:
+            async for _ in client.iter_jsonl_export("dirty", "documents"):
+                pass
+        assert err.value.key in corrupt
+        kept = [r async for r in client.iter_jsonl_export("dirty", "documents", on_error="skip")]
+    assert all(f"documents/dirty/{r['id']}.json" not in corrupt for r in kept)

@@ -24,8 +24,10 @@ from typing import IO, TYPE_CHECKING, Any
 from kl3m_data_client._errors import (
     AccessDeniedError,
     ClientClosedError,
+    CorruptObjectError,
     InvalidInputError,
     KL3MError,
+    NotFoundError,
 )
 from kl3m_data_client._keys import object_key, stage_prefix, validate_document_id
 from kl3m_data_client._stream import closing, ordered_map
@@ -266,9 +268,17 @@ async def iter_export_records(
     source_stage: Stage | str = Stage.DOCUMENTS,
     key_prefix: str | None = None,
     max_documents: int | None = None,
+    *,
+    on_error: str = "raise",
     **options: Any,
 ) -> AsyncIterator[Record]:
-    """Export records of a dataset, in listing order (bad objects are logged and skipped)."""
+    """Export records of a dataset, in listing order.
+
+    A bad object raises :class:`CorruptObjectError` naming its key; with ``on_error="skip"``
+    it is logged as a warning and skipped instead (``export`` records it in errors.jsonl).
+    """
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     plan = _plan(
         client,
         dataset_id,
@@ -284,6 +294,8 @@ async def iter_export_records(
     async with closing(iter_outcomes(client, plan)) as outcomes:
         async for oc in outcomes:
             if oc.error is not None:
+                if on_error == "raise":
+                    raise _error_of(oc.item.key, oc.error)
                 logger.warning("skipping %s: %s", oc.item.key, oc.error)
                 continue
             if oc.record is None:
@@ -297,6 +309,15 @@ async def iter_export_records(
             count += 1
             if plan.max_documents is not None and count >= plan.max_documents:
                 return
+
+
+def _error_of(key: str, reason: str) -> KL3MError:
+    """The typed error of a failed item (outcomes carry the reason as text)."""
+    if reason == "not found":
+        return NotFoundError(f"{key!r} not found", key=key)
+    if reason.startswith("invalid document id"):
+        return InvalidInputError(f"{key!r}: {reason}")
+    return CorruptObjectError(key, reason)
 
 
 _PLAN_OPTIONS = frozenset(
