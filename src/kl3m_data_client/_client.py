@@ -19,6 +19,7 @@ from kl3m_data_client._formats import (
     decode_stage_object,
 )
 from kl3m_data_client._keys import (
+    document_id_from_key,
     index_key,
     legacy_id,
     object_key,
@@ -244,14 +245,11 @@ class AsyncKL3MClient:
         if limit == 0:
             return
         prefix = stage_prefix(stage, dataset_id, key_prefix)
-        base = len(stage_prefix(stage, dataset_id))
         count = 0
         async with closing(self.iter_objects(prefix, start_after=start_after)) as infos:
             async for info in infos:
-                doc_id = info.key[base:]
-                if doc_id.endswith(".json"):
-                    doc_id = doc_id[:-5]
-                if not doc_id or doc_id.endswith("/"):
+                doc_id = document_id_from_key(info.key)
+                if not doc_id:
                     continue
                 yield doc_id
                 count += 1

@@ -92,9 +92,9 @@ def document_id_from_key(key: str, dataset_id: str | None = None) -> str:
     if stage not in _STAGE_VALUES:
         rest = key
     dataset, sep, doc = rest.partition("/")
-    if not sep or (dataset_id is not None and dataset != dataset_id):
+    if not sep or (dataset_id is not None and dataset != dataset_id) or doc.endswith("/"):
         return ""
-    if doc.endswith(".json"):
+    if stage != Stage.PARQUET.value and doc.endswith(".json"):
         doc = doc[: -len(".json")]
     return doc
 

@@ -29,7 +29,12 @@ from kl3m_data_client._errors import (
     KL3MError,
     NotFoundError,
 )
-from kl3m_data_client._keys import object_key, stage_prefix, validate_document_id
+from kl3m_data_client._keys import (
+    document_id_from_key,
+    object_key,
+    stage_prefix,
+    validate_document_id,
+)
 from kl3m_data_client._stream import closing, ordered_map
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
@@ -194,23 +199,21 @@ async def iter_items(
                 yield item
         return
     prefix = stage_prefix(stage, plan.dataset_id, plan.key_prefix)
-    base = len(stage_prefix(stage, plan.dataset_id))
-    async for info in client.iter_objects(prefix, start_after=start_after):
-        key = info.key
-        doc_id = key[base:]
-        if stage is not Stage.PARQUET and doc_id.endswith(".json"):
-            doc_id = doc_id[: -len(".json")]
-        if not doc_id or key.endswith("/"):
-            continue
-        position += 1
-        if not in_shard(doc_id, plan.shard, sub_shard):
-            continue
-        try:
-            validate_document_id(doc_id)
-        except InvalidInputError as exc:
-            yield Item(position, key, doc_id, error=f"invalid document id: {exc}")
-        else:
-            yield Item(position, key, doc_id)
+    async with closing(client.iter_objects(prefix, start_after=start_after)) as infos:
+        async for info in infos:
+            key = info.key
+            doc_id = document_id_from_key(key)
+            if not doc_id:
+                continue
+            position += 1
+            if not in_shard(doc_id, plan.shard, sub_shard):
+                continue
+            try:
+                validate_document_id(doc_id)
+            except InvalidInputError as exc:
+                yield Item(position, key, doc_id, error=f"unsafe key: {exc}")
+            else:
+                yield Item(position, key, doc_id)
 
 
 def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item], Any]:

@@ -1,0 +1,141 @@
+"""Child process behind :class:`~kl3m_data_client.testing.LocalS3Server` (internal).
+
+``python -m kl3m_data_client.testing._launcher --host 127.0.0.1 --parent-pid PID``
+
+* binds moto's S3 server (werkzeug, threaded) to a free loopback port (port 0);
+* writes ``{"event": "ready", "port": N, "pid": P}`` as one JSON line on stdout;
+* then serves JSON-line commands read from stdin, answering on stdout:
+  ``create_bucket`` (optionally generating a corpus *inside this process* and loading it
+  straight into moto's in-memory backend, which is ~100x faster than HTTP PUTs),
+  ``delete_bucket``, ``ping``, ``shutdown``;
+* exits when stdin reaches EOF, on ``shutdown``, or (Linux) when its parent dies
+  (``prctl(PR_SET_DEATHSIG, SIGKILL)``).
+
+Everything else (moto, werkzeug logging) goes to stderr; stdout is reserved for the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+PR_SET_DEATHSIG = 1
+
+
+def set_parent_death_signal(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if parent_pid and os.getppid() != parent_pid:
+        # the parent died before prctl took effect (we were re-parented)
+        os._exit(0)
+
+
+class _Backend:
+    def __init__(self) -> None:
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        self._backend: Any = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+    def create_bucket(self, bucket: str, objects: dict[str, bytes]) -> None:
+        self._backend.create_bucket(bucket, "us-east-1")
+        for key, value in objects.items():
+            self._backend.put_object(bucket, key, value, disable_notification=True)
+
+    def delete_bucket(self, bucket: str) -> None:
+        b = self._backend.get_bucket(bucket)
+        for key in list(b.keys.values()):
+            dispose = getattr(key, "dispose", None)
+            if dispose is not None:
+                dispose()
+        b.keys.clear()
+        self._backend.delete_bucket(bucket)
+
+
+def _handle(backend: _Backend, cmd: dict[str, Any]) -> dict[str, Any]:
+    op = cmd.get("op")
+    if op == "ping":
+        return {}
+    if op == "create_bucket":
+        objects: dict[str, bytes] = {}
+        n = int(cmd.get("n_documents", 0))
+        dirty = bool(cmd.get("dirty", False))
+        if n or dirty:
+            from kl3m_data_client.testing._corpus import generate_corpus
+
+            corpus = generate_corpus(n, seed=int(cmd.get("seed", 0)), dirty=dirty)
+            objects = corpus.objects
+        backend.create_bucket(str(cmd["bucket"]), objects)
+        return {"objects": len(objects), "bytes": sum(len(v) for v in objects.values())}
+    if op == "delete_bucket":
+        backend.delete_bucket(str(cmd["bucket"]))
+        return {}
+    raise ValueError(f"unknown op: {op!r}")
+
+
+def _send(out: TextIO, lock: threading.Lock, message: dict[str, Any]) -> None:
+    with lock:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kl3m_data_client.testing._launcher")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    set_parent_death_signal(args.parent_pid)
+
+    # Keep the protocol channel private: fd 1 now points at stderr for anything else.
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(args.host, args.port, verbose=False)
+    server.start()
+    backend = _Backend()
+    _, port = server.get_host_and_port()
+    _send(proto, lock, {"event": "ready", "port": port, "pid": os.getpid()})
+
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            cmd = json.loads(line)
+            if cmd.get("op") == "shutdown":
+                _send(proto, lock, {"id": cmd.get("id"), "ok": True})
+                break
+            try:
+                result = _handle(backend, cmd)
+            except Exception as exc:
+                _send(proto, lock, {"id": cmd.get("id"), "ok": False, "error": repr(exc)})
+            else:
+                _send(proto, lock, {"id": cmd.get("id"), "ok": True, **result})
+    finally:
+        # moto keeps everything in memory: nothing to flush, leave without thread joins
+        proto.flush()
+        os._exit(0)
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
