@@ -331,7 +331,9 @@ async def test_missing_bucket_is_not_found(kl3m_corpus_bucket: Any) -> None:
 async def test_pool_is_sized_to_max_concurrency(kl3m_corpus_bucket: Any) -> None:
     async with AsyncKL3MClient(**kl3m_corpus_bucket.client_kwargs(), max_concurrency=37) as c:
         s3 = await c.store.client()
-        assert s3.meta.config.max_pool_connections == 37
+        from kl3m_data_client._store import LISTING_CONNECTIONS
+
+        assert s3.meta.config.max_pool_connections == 37 + LISTING_CONNECTIONS
         assert s3.meta.config.s3["addressing_style"] == "path"
     assert c.closed
     with pytest.raises(ClientClosedError):

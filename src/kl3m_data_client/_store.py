@@ -13,11 +13,12 @@ import hashlib
 import logging
 import random
 import re
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -51,6 +52,10 @@ from kl3m_data_client._errors import (
 )
 
 logger = logging.getLogger("kl3m_data_client")
+T = TypeVar("T")
+
+#: Connections kept beyond ``max_concurrency`` so that listings never wait behind GETs.
+LISTING_CONNECTIONS = 4
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
@@ -89,6 +94,19 @@ class ListPage:
     objects: list[ObjectInfo] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
     next_token: str | None = None
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        """``await awaitable`` or raise TimeoutError after ``seconds`` (cheaper than wait_for)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 class _BrokenBody(Exception):
@@ -224,7 +242,7 @@ class S3Store:
         except ProfileNotFound as exc:
             raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
         options: dict[str, Any] = {
-            "max_pool_connections": cfg.max_concurrency,
+            "max_pool_connections": cfg.max_concurrency + LISTING_CONNECTIONS,
             "connect_timeout": cfg.connect_timeout,
             "read_timeout": cfg.read_timeout,
             "retries": {"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
@@ -347,27 +365,44 @@ class S3Store:
             params["Delimiter"] = delimiter
         if start_after:
             params["StartAfter"] = start_after
-        token: str | None = None
-        while True:
-            call = dict(params, ContinuationToken=token) if token else params
-            response = await self._list_once(client, call, prefix)
-            page = ListPage(
-                objects=[
-                    ObjectInfo(
-                        key=item["Key"],
-                        size=int(item.get("Size", 0)),
-                        etag=str(item.get("ETag", "")).strip('"'),
-                        last_modified=item.get("LastModified"),
+        # The next page is requested while the caller consumes this one (one page ahead).
+        ahead: asyncio.Future[Any] | None = None
+        try:
+            response = await self._list_once(client, params, prefix)
+            while True:
+                page = self._page(response)
+                if page.next_token:
+                    ahead = asyncio.ensure_future(
+                        self._list_once(
+                            client, dict(params, ContinuationToken=page.next_token), prefix
+                        )
                     )
-                    for item in response.get("Contents", ())
-                ],
-                prefixes=[p["Prefix"] for p in response.get("CommonPrefixes", ())],
-            )
-            token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
-            page.next_token = token
-            yield page
-            if not token:
-                return
+                yield page
+                if ahead is None:
+                    return
+                response, ahead = await ahead, None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    @staticmethod
+    def _page(response: Any) -> ListPage:
+        page = ListPage(
+            objects=[
+                ObjectInfo(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=str(item.get("ETag", "")).strip('"'),
+                    last_modified=item.get("LastModified"),
+                )
+                for item in response.get("Contents", ())
+            ],
+            prefixes=[p["Prefix"] for p in response.get("CommonPrefixes", ())],
+        )
+        if response.get("IsTruncated"):
+            page.next_token = response.get("NextContinuationToken") or None
+        return page
 
     async def _list_once(self, client: Any, params: dict[str, Any], prefix: str) -> Any:
         """One ListObjectsV2 page, retried (same token) on broken or unparsable answers.
@@ -387,8 +422,7 @@ class S3Store:
             attempt += 1
             remaining = deadline - time.monotonic()
             try:
-                async with self._sem:
-                    return await asyncio.wait_for(client.list_objects_v2(**params), remaining)
+                return await _within(client.list_objects_v2(**params), remaining)
             except ClientError as exc:
                 raise self._error(exc, what) from None
             except HTTPClientError as exc:  # botocore's retries are spent
@@ -424,9 +458,7 @@ class S3Store:
                     if remaining <= 0:
                         raise _Deadline
                     try:
-                        data, digest = await asyncio.wait_for(
-                            self._get_once(client, key), remaining
-                        )
+                        data, digest = await _within(self._get_once(client, key), remaining)
                     except asyncio.TimeoutError:
                         raise _Deadline from None
                 if digest is None:

@@ -442,6 +442,18 @@ async def run_stream(
     errors_fh: IO[bytes] = await asyncio.to_thread(open, dest / errors_name(stream), "ab")
     writer: PartWriter | None = None
     busy = False  # a thread is using ``writer``
+    # The previous batch is encoded and written in a thread while fetching goes on; at most one
+    # write runs at a time, so parts stay byte-identical to a sequential run.
+    write_task: asyncio.Future[None] | None = None
+
+    async def wait_for_write() -> None:
+        nonlocal write_task, busy
+        if write_task is not None:
+            task, write_task = write_task, None
+            try:
+                await task
+            finally:
+                busy = False
     first_key = ""
     position = state.position
     last_key = state.last_key
@@ -460,6 +472,7 @@ async def run_stream(
     async def finish_part() -> None:
         nonlocal writer, busy
         assert writer is not None
+        await wait_for_write()
         w, pending = writer, writer.take_batch()
         busy = True
         sha, size = await asyncio.to_thread(w.finish, pending)
@@ -521,9 +534,11 @@ async def run_stream(
                             first_key = oc.item.key
                         counters.exported += 1
                         if writer.add(record):
+                            await wait_for_write()
                             busy = True
-                            await asyncio.to_thread(writer.write_batch, writer.take_batch())
-                            busy = False
+                            write_task = asyncio.ensure_future(
+                                asyncio.to_thread(writer.write_batch, writer.take_batch())
+                            )
                         if writer.records >= plan.records_per_part:
                             await finish_part()
                         if limit is not None and counters.exported >= limit:
@@ -536,6 +551,10 @@ async def run_stream(
             lambda: _checkpoint(dest, stream, part=None, final=checkpoint_state())
         )
     finally:
+        if write_task is not None:  # a thread cannot be cancelled: let it end, then abort
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(write_task)
+            busy = False
         if writer is not None and not busy:
             writer.abort()
         errors_fh.close()

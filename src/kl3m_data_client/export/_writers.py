@@ -20,7 +20,7 @@ from kl3m_data_client.export._records import Record, token_array
 #: Records per Parquet row group / per JSONL write.
 BATCH_RECORDS = 2048
 #: A batch is also flushed when it holds this many tokens (or text characters).
-BATCH_UNITS = 16_000_000
+BATCH_UNITS = 4_000_000
 
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
