@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from kl3m_data_client._config import ClientConfig
-from kl3m_data_client._errors import CorruptObjectError, InvalidInputError, KL3MError
+from kl3m_data_client._errors import InvalidInputError, KL3MError
 from kl3m_data_client._keys import object_key, stage_prefix
 from kl3m_data_client._stream import closing, ordered_map
 from kl3m_data_client.export._distributed import (
@@ -51,7 +51,7 @@ from kl3m_data_client.export._distributed import (
     merge_shards,
     prepare_destination,
 )
-from kl3m_data_client.export._exporter import Item, Outcome, _fetcher, iter_items
+from kl3m_data_client.export._exporter import Item, Outcome, _error_of, _fetcher, iter_items
 from kl3m_data_client.export._options import ExportPlan, IdSource, make_plan
 from kl3m_data_client.export._records import Record
 from kl3m_data_client.export._report import ExportProgress, ExportReport
@@ -249,13 +249,12 @@ async def _shard_items(
 
 
 def _accept(outcome: Outcome, on_error: OnError) -> Record | None:
+    """The record of an outcome; a failed one raises the exporter's typed error
+    (CorruptObjectError, NotFoundError, InvalidInputError) or is logged and skipped."""
     if outcome.error is None:
         return outcome.record  # None when the filters leave it out
-    if outcome.error == "not found":  # an id that does not exist, or deleted since listed
-        logger.debug("skipping %s: not found", outcome.item.key)
-        return None
     if on_error == "raise":
-        raise CorruptObjectError(outcome.item.key, outcome.error)
+        raise _error_of(outcome.item.key, outcome.error)
     logger.warning("skipping %s: %s", outcome.item.key, outcome.error)
     return None
 
@@ -265,7 +264,7 @@ async def iter_shard_blocks(
     plan: ExportPlan,
     shard: ReadShard,
     *,
-    on_error: OnError = "skip",
+    on_error: OnError = "raise",
     block_rows: int = BLOCK_ROWS,
 ) -> AsyncIterator[Any]:
     """Arrow tables of the export records of one read shard, in listing (or given) order."""
@@ -351,7 +350,7 @@ class KL3MDatasource(Datasource):
         max_tokens: int | None = None,
         max_concurrency: int | None = None,
         planning: Planning = "auto",
-        on_error: OnError = "skip",
+        on_error: OnError = "raise",
         block_rows: int = BLOCK_ROWS,
         min_documents_per_task: int = MIN_DOCUMENTS_PER_TASK,
         config: ClientConfig | None = None,
@@ -463,7 +462,7 @@ def read_kl3m(
     max_tokens: int | None = None,
     max_concurrency: int | None = None,
     planning: Planning = "auto",
-    on_error: OnError = "skip",
+    on_error: OnError = "raise",
     config: ClientConfig | None = None,
     parallelism: int = -1,
     concurrency: int | None = None,
@@ -478,14 +477,16 @@ def read_kl3m(
     defaults to ``text`` for the documents stage and ``tokens`` otherwise; ``mime_types``,
     ``min_tokens`` and ``max_tokens`` filter as in the export.
 
-    ``ids`` (a list, or a file with one id per line) reads those documents only (missing
-    ones are skipped); otherwise the listing of ``stage``/``dataset_id``/``key_prefix``.
+    ``ids`` (a list, or a file with one id per line) reads those documents only;
+    otherwise the listing of ``stage``/``dataset_id``/``key_prefix``.
     ``planning`` chooses where read-task boundaries come from: ``"index"`` (the dataset
     index), ``"listing"`` (one listing on the driver) or ``"auto"`` (index if present).
     ``parallelism`` is the number of read tasks (-1: Ray decides, at least
-    ``MIN_DOCUMENTS_PER_TASK`` documents per task). Corrupt objects are logged and skipped
-    (``on_error="raise"`` fails the read). Client settings come from ``config`` or client
-    keyword arguments; workers never receive secrets (see ``docs/scale-out.md``).
+    ``MIN_DOCUMENTS_PER_TASK`` documents per task). As in ``iter_jsonl_export``, a corrupt
+    or missing object fails the read with a typed error naming its key (CorruptObjectError,
+    NotFoundError); ``on_error="skip"`` logs it on the worker and skips it. Client settings
+    come from ``config`` or client keyword arguments; workers never receive secrets (see
+    ``docs/scale-out.md``).
     """
     source = KL3MDatasource(
         dataset_id,
@@ -586,7 +587,8 @@ def export_distributed(
 
     ``options`` are the export options (``stage``, ``format``, ``compression``, ``content``,
     ``key_prefix``, ``ids``, filters, ``records_per_part``, ``max_concurrency``) and client
-    settings (``endpoint_url``, ``region``, ...; or pass ``config``). ``deduplicate``,
+    settings (``endpoint_url``, ``region``, ...; or pass ``config``); an ``ids`` file must
+    be on storage every node sees (or pass a list). ``deduplicate``,
     ``max_documents``, ``shard`` and ``workers`` are refused. Ray: ``ray_address`` (used
     when Ray is not initialised yet; None: ``RAY_ADDRESS`` or a local cluster),
     ``num_cpus`` per shard task, extra ``ray_remote_args``, and a ``runtime_env`` for
@@ -599,6 +601,8 @@ def export_distributed(
     _warn_secrets(cfg)
     public = cfg.without_secrets()
     dest = str(Path(destination).expanduser().absolute())
+    if isinstance(options.get("ids"), (str, os.PathLike)):  # read by every shard task
+        options["ids"] = str(Path(options["ids"]).expanduser().absolute())
     fingerprint = distributed_fingerprint(public, dataset_id, shards, **options)
     remote_args: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": 3}
     remote_args.update(ray_remote_args or {})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import inspect
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +11,7 @@ from kl3m_data_client._errors import KL3MError
 from kl3m_data_client.cli._commands import (
     EXIT_OK,
     EXIT_PARTIAL,
+    UsageError,
     cmd_list,
     count_dataset,
     print_status_table,
@@ -53,22 +54,50 @@ async def run_export(
     **options: Any,
 ) -> Any:
     """Call ``client.export`` with a progress display; returns the ExportReport."""
-    export = getattr(client, "export", None)
-    if export is None:
-        raise KL3MError("this version of kl3m-data-client has no export")
     progress = ui.progress(label or f"exporting {dataset_id}", "docs")
+    given = {k: v for k, v in options.items() if v is not None}
     try:
-        result = export(
-            dataset_id,
-            destination,
-            progress=_ProgressCallback(progress),
-            **{k: v for k, v in options.items() if v is not None},
+        return await client.export(
+            dataset_id, destination, progress=_ProgressCallback(progress), **given
         )
-        if inspect.isawaitable(result):
-            result = await result
     finally:
         progress.close()
-    return result
+
+
+async def run_ray_export(
+    client: AsyncKL3MClient,
+    dataset_id: str,
+    destination: str,
+    ui: UI,
+    *,
+    address: str,
+    shards: int | None,
+    **options: Any,
+) -> Any:
+    """Run :func:`kl3m_data_client.ray.export_distributed` with a progress display."""
+    if not shards:
+        raise UsageError("--ray needs --shards N (the shard count is part of the export)")
+    try:
+        import ray  # noqa: F401
+
+        from kl3m_data_client.ray import export_distributed
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'kl3m-data-client[ray]'") from None
+    progress = ui.progress(f"exporting {dataset_id} on Ray ({shards} shards)", "docs")
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return await asyncio.to_thread(
+            export_distributed,
+            dataset_id,
+            destination,
+            shards=shards,
+            ray_address=address or None,
+            config=client.config,
+            progress=_ProgressCallback(progress),
+            **given,
+        )
+    finally:
+        progress.close()
 
 
 def print_report(ui: UI, report: Any) -> None:
@@ -111,23 +140,33 @@ def print_report(ui: UI, report: Any) -> None:
 
 
 async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
-    report = await run_export(
-        client,
-        args.dataset,
-        args.destination,
-        ui,
-        stage=args.stage,
-        format=args.format,
-        compression=args.compression,
-        content=args.content,
-        key_prefix=args.key_prefix,
-        ids=args.ids,
-        max_documents=args.max_documents,
-        shard=args.shard,
-        max_concurrency=args.max_concurrency,
-        workers=args.workers,
-        overwrite=args.overwrite or None,
-    )
+    options: dict[str, Any] = {
+        "stage": args.stage,
+        "format": args.format,
+        "compression": args.compression,
+        "content": args.content,
+        "key_prefix": args.key_prefix,
+        "ids": args.ids,
+        "max_documents": args.max_documents,
+        "shard": args.shard,
+        "max_concurrency": args.max_concurrency,
+        "workers": args.workers,
+        "overwrite": args.overwrite or None,
+    }
+    if args.ray is not None:
+        report = await run_ray_export(
+            client,
+            args.dataset,
+            args.destination,
+            ui,
+            address=args.ray,
+            shards=args.shards,
+            **options,
+        )
+    elif args.shards is not None:
+        raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
+    else:
+        report = await run_export(client, args.dataset, args.destination, ui, **options)
     if ui.json_mode:
         ui.emit_json(report.as_dict())
     else:

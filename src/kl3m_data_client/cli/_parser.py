@@ -293,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", type=parse_shard, help="export shard I of N")
     p.add_argument("--workers", metavar="N", type=_positive_int, help="worker processes")
     p.add_argument("--overwrite", action="store_true", help="replace a different export in DEST")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the export over a Ray cluster (ADDRESS, 'auto', or a new local cluster); "
+        "needs --shards and the 'ray' extra",
+    )
+    p.add_argument("--shards", metavar="N", type=_positive_int, help="shards (with --ray)")
 
     p = command(
         "demo",
