@@ -13,9 +13,8 @@ import hashlib
 import logging
 import random
 import re
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -50,6 +49,7 @@ from kl3m_data_client._errors import (
     ServiceError,
     SizeLimitExceededError,
 )
+from kl3m_data_client._stream import within
 
 logger = logging.getLogger("kl3m_data_client")
 T = TypeVar("T")
@@ -94,19 +94,6 @@ class ListPage:
     objects: list[ObjectInfo] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
     next_token: str | None = None
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-        """``await awaitable`` or raise TimeoutError after ``seconds`` (cheaper than wait_for)."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-        return await asyncio.wait_for(awaitable, seconds)
 
 
 class _BrokenBody(Exception):
@@ -422,7 +409,7 @@ class S3Store:
             attempt += 1
             remaining = deadline - time.monotonic()
             try:
-                return await _within(client.list_objects_v2(**params), remaining)
+                return await within(client.list_objects_v2(**params), remaining)
             except ClientError as exc:
                 raise self._error(exc, what) from None
             except HTTPClientError as exc:  # botocore's retries are spent
@@ -458,7 +445,7 @@ class S3Store:
                     if remaining <= 0:
                         raise _Deadline
                     try:
-                        data, digest = await _within(self._get_once(client, key), remaining)
+                        data, digest = await within(self._get_once(client, key), remaining)
                     except asyncio.TimeoutError:
                         raise _Deadline from None
                 if digest is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -10,6 +11,20 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(awaitable: Awaitable[R], seconds: float) -> R:
+        """``await awaitable`` or raise TimeoutError after ``seconds`` (cheaper than wait_for)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(awaitable: Awaitable[R], seconds: float) -> R:
+        """``await awaitable`` or raise TimeoutError after ``seconds``."""
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
