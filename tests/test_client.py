@@ -180,7 +180,7 @@ async def test_stream_documents_order_content_and_given_ids(
         gen = corpus.document(dataset, doc.document_id)
         rep = await doc.get_representation()
         assert rep is not None and rep.get_tokens(gen.representation_mime) == gen.tokens
-    wanted = list(reversed(listed[:7])) + ["nope"]
+    wanted = [*list(reversed(listed[:7])), "nope"]
     got = [d.document_id async for d in client.stream_documents(dataset, document_ids=wanted)]
     assert got == wanted[:-1]
     with pytest.raises(NotFoundError) as err:
@@ -324,7 +324,7 @@ async def test_corrupt_objects_raise_typed_errors_naming_the_key(kl3m_corpus_buc
 async def test_missing_bucket_is_not_found(kl3m_corpus_bucket: Any) -> None:
     kwargs = dict(kl3m_corpus_bucket.client_kwargs(), bucket="no-such-bucket.kl3m")
     async with AsyncKL3MClient(**kwargs) as c:
-        with pytest.raises(NotFoundError, match="no-such-bucket.kl3m"):
+        with pytest.raises(NotFoundError, match=r"no-such-bucket\.kl3m"):
             await c.list_datasets()
 
 

@@ -54,7 +54,9 @@ def test_sample_documents_decode_and_verify(path: Path) -> None:
         assert content.content == raw and content.is_binary
     else:
         assert content.content == raw.decode("utf-8")
-    assert "content" not in content.metadata.fields and content.metadata.fields.get("title") == obj.get("title")
+    assert "content" not in content.metadata.fields and content.metadata.fields.get(
+        "title"
+    ) == obj.get("title")
 
 
 @pytest.mark.parametrize("path", _objects("representations"), ids=lambda p: p.name)
@@ -95,16 +97,35 @@ def test_plain_representation_text_and_plain_parquet_are_accepted() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    doc = {"documents": [{"identifier": "x", "representations": {
-        "text/plain": {"content": "Section 1. Plain text, not base64!", "tokens": {"t": [1, 2]}}}}]}
+    doc = {
+        "documents": [
+            {
+                "identifier": "x",
+                "representations": {
+                    "text/plain": {
+                        "content": "Section 1. Plain text, not base64!",
+                        "tokens": {"t": [1, 2]},
+                    }
+                },
+            }
+        ]
+    }
     rep = decode_representation("representations/x/a.json", json.dumps(doc).encode())
     assert rep.get_text_content("text/plain") == "Section 1. Plain text, not base64!"
-    table = pa.table({"identifier": ["x"], "representations": pa.array(
-        [[("text/plain", [1, 2, 3])]], type=pa.map_(pa.string(), pa.list_(pa.uint32())))})
+    table = pa.table(
+        {
+            "identifier": ["x"],
+            "representations": pa.array(
+                [[("text/plain", [1, 2, 3])]], type=pa.map_(pa.string(), pa.list_(pa.uint32()))
+            ),
+        }
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
     assert parquet_tokens("parquet/x/a", buf.getvalue()) == ("x", {"text/plain": [1, 2, 3]})
-    assert parquet_tokens("parquet/x/a", zlib.compress(buf.getvalue()))[1] == {"text/plain": [1, 2, 3]}
+    assert parquet_tokens("parquet/x/a", zlib.compress(buf.getvalue()))[1] == {
+        "text/plain": [1, 2, 3]
+    }
 
 
 @pytest.mark.parametrize(
@@ -113,7 +134,10 @@ def test_plain_representation_text_and_plain_parquet_are_accepted() -> None:
         (b"{not json", "JSON"),
         (json.dumps({"content": "!!!notbase64"}).encode(), "base64"),
         (json.dumps({"content": base64.b64encode(b"not zlib").decode()}).encode(), "zlib"),
-        (json.dumps({"content": base64.b64encode(zlib.compress(b"abc")[:-3]).decode()}).encode(), "zlib"),
+        (
+            json.dumps({"content": base64.b64encode(zlib.compress(b"abc")[:-3]).decode()}).encode(),
+            "zlib",
+        ),
         (b"", "JSON"),
         (b"[1, 2]", "not a JSON object"),
     ],

@@ -25,7 +25,9 @@ def client(kl3m_corpus_bucket: Any) -> Any:
 
 
 def _complete_doc(corpus: Any) -> Any:
-    return next(d for d in corpus.documents if len(d.stages) == 3 and d.mime_type != "application/pdf")
+    return next(
+        d for d in corpus.documents if len(d.stages) == 3 and d.mime_type != "application/pdf"
+    )
 
 
 def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) -> None:
@@ -58,7 +60,9 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     assert rep.get_available_mime_types() == [gen.representation_mime]
     assert rep.get_available_tokenizers(gen.representation_mime) == [corpus.tokenizer_name]
     assert rep.token_count(gen.representation_mime, corpus.tokenizer_name) == len(gen.tokens)
-    assert rep.summarize()["token_counts"][gen.representation_mime][corpus.tokenizer_name] == len(gen.tokens)
+    assert rep.summarize()["token_counts"][gen.representation_mime][corpus.tokenizer_name] == len(
+        gen.tokens
+    )
     parquet = doc.get_parquet()
     assert parquet is not None
     assert parquet.get_representations() == {gen.representation_mime: gen.tokens}
@@ -66,13 +70,15 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     assert parquet.get_table().num_rows == 1 and parquet.get_rows()[0]["identifier"]
     assert parquet.get_schema() is not None and parquet.get_column_data("nope") is None
     assert parquet.get_document()["representations"][gen.representation_mime] == gen.tokens
-    assert all(doc.exists_in_stage(s) for s in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET))
+    assert all(
+        doc.exists_in_stage(s) for s in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET)
+    )
     assert client.get_document(gen.dataset_id, "no/such/doc") is None
     # documented: the id may be passed with its .json suffix
     assert client.get_document(gen.dataset_id, gen.document_id + ".json") is not None
 
-    many = client.get_documents(gen.dataset_id, ids[:5] + ["missing"])
-    assert list(many) == ids[:5] + ["missing"] and many["missing"] is None
+    many = client.get_documents(gen.dataset_id, [*ids[:5], "missing"])
+    assert list(many) == [*ids[:5], "missing"] and many["missing"] is None
     index = client.get_dataset_index(gen.dataset_id)
     if index is not None:
         assert set(index.get_document_ids()) <= set(
@@ -112,7 +118,9 @@ def test_aws_integration_guide_as_written(
     corpus = kl3m_corpus_bucket.corpus
     gen = corpus.documents[0]
     client = KL3MClient(
-        aws_access_key_id="your_access_key", aws_secret_access_key="your_secret_key", region="us-east-1"
+        aws_access_key_id="your_access_key",
+        aws_secret_access_key="your_secret_key",
+        region="us-east-1",
     )
     assert gen.dataset_id in client.list_datasets()
     client.close()
@@ -121,7 +129,9 @@ def test_aws_integration_guide_as_written(
         assert gen.dataset_id in named.list_datasets()
 
     s3_client = get_s3_client(
-        region="us-east-1", aws_access_key_id="your_access_key", aws_secret_access_key="your_secret_key"
+        region="us-east-1",
+        aws_access_key_id="your_access_key",
+        aws_secret_access_key="your_secret_key",
     )
     try:
         datasets = list_dataset_ids(s3_client, "data.kl3m.ai", Stage.DOCUMENTS)

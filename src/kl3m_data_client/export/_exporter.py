@@ -454,6 +454,7 @@ async def run_stream(
                 await task
             finally:
                 busy = False
+
     first_key = ""
     position = state.position
     last_key = state.last_key

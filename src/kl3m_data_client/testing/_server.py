@@ -44,6 +44,8 @@ class ServerError(RuntimeError):
 # children are therefore spawned from one long-lived thread, so that a server started from a
 # short-lived worker thread (e.g. ``anyio.to_thread``) is not killed when that thread retires.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kl3m-spawn")
+# Generates the parent's copy of a corpus while the server process builds its own.
+_WARMER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kl3m-corpus")
 _LIVE: weakref.WeakSet[LocalS3Server] = weakref.WeakSet()
 _BUCKET_COUNTER = itertools.count(1)
 
@@ -367,6 +369,7 @@ class LocalBucket:
         self._owns_server = server is None
         self.server = server or LocalS3Server(host=host, startup_timeout=startup_timeout)
         self._corpus: Corpus | None = None
+        self._corpus_future: concurrent.futures.Future[Corpus] | None = None
         self._started = False
         self._closed = False
         self._t0 = 0.0
@@ -397,6 +400,11 @@ class LocalBucket:
             self.server.start()
         elif not self.server.running:
             raise ServerError("the server of this bucket is not running")
+        if self._objects is None and self._corpus_future is None:
+            # overlap: tokenizing releases the GIL, and the child works in parallel anyway
+            self._corpus_future = _WARMER.submit(
+                generate_corpus, self.n_documents, seed=self.seed, dirty=self.dirty
+            )
         try:
             if self._objects is None:
                 self.server._command(
@@ -485,7 +493,9 @@ class LocalBucket:
     def corpus(self) -> Corpus:
         """What the bucket holds (ground truth); generated lazily in this process."""
         if self._corpus is None:
-            if self._objects is None:
+            if self._corpus_future is not None:
+                self._corpus = self._corpus_future.result()
+            elif self._objects is None:
                 self._corpus = generate_corpus(self.n_documents, seed=self.seed, dirty=self.dirty)
             elif isinstance(self._objects, Corpus):
                 self._corpus = self._objects
