@@ -46,5 +46,4 @@ def only_read_operations() -> Iterator[collections.Counter[str]]:
         yield seen
     finally:
         AioSession.create_client = original  # type: ignore[method-assign]
-    assert seen, "the audit hook saw no request: it is not wired"
     assert set(seen) <= READ_OPERATIONS, f"write or other operations sent: {dict(seen)}"

@@ -107,3 +107,14 @@ async def test_tls_verification_is_on_by_default(kl3m_bucket: LocalBucket, tmp_p
                 got = await client.get_document(doc.dataset_id, doc.document_id)
                 assert got is not None
         assert proxy.requests["GetObject"] == 2
+
+
+async def test_suite_wide_audit_hook_is_wired(
+    kl3m_corpus_bucket: Any, only_read_operations: Any
+) -> None:
+    """The session-wide audit in conftest.py sees this client's requests."""
+    before = sum(only_read_operations.values())
+    async with AsyncKL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
+        await client.list_datasets()
+    assert sum(only_read_operations.values()) >= before + 3
+    assert only_read_operations["ListObjectsV2"] >= 3

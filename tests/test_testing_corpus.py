@@ -467,3 +467,23 @@ def test_parquet_objects_read_with_the_spec_schema(corpus: Corpus) -> None:
     payload = payload if payload[:4] == b"PAR1" else zlib.decompress(payload)
     table = pq.read_table(io.BytesIO(payload), schema=PARQUET_SCHEMA)
     assert table.column("identifier").to_pylist() == [doc.identifier]
+
+
+def test_package_imports_without_the_local_extra() -> None:
+    """moto and tokenizers are imported lazily: blocking them must not break the import."""
+    code = (
+        "import sys\n"
+        "sys.modules['moto'] = None\n"
+        "sys.modules['tokenizers'] = None\n"
+        "import kl3m_data_client.testing as t\n"
+        "assert t.LocalBucket and t.Corpus.from_objects({'documents/a/b.json': b''})\n"
+        "try:\n"
+        "    t.corpus_tokenizer()\n"
+        "except ImportError as e:\n"
+        "    assert 'local' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('tokenizer without tokenizers?')\n"
+        "assert 'moto' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

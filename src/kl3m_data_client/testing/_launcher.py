@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     set_parent_death_signal(args.parent_pid)
+    # the parent decides when we stop (close(), stdin EOF, or its death), not a Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # Keep the protocol channel private: fd 1 now points at stderr for anything else.
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")

@@ -106,6 +106,9 @@ class LocalS3Server:
                 stderr=stderr,
                 env=env,
                 close_fds=True,
+                # own process group: a Ctrl-C (SIGINT to the foreground group) or a test
+                # signalling its group must not kill the server under a running session
+                start_new_session=True,
             ).result()
             _LIVE.add(self)
             try:
