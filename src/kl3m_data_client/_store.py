@@ -26,6 +26,8 @@ from botocore import UNSIGNED
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -412,8 +414,10 @@ class S3Store:
                 return await within(client.list_objects_v2(**params), remaining)
             except ClientError as exc:
                 raise self._error(exc, what) from None
-            except HTTPClientError as exc:  # botocore's retries are spent
-                raise self._failed(what, attempt, started, exc) from None
+            except (HTTPClientError, EndpointConnectionError, ConnectTimeoutError) as exc:
+                # botocore already made max_attempts tries of this request
+                attempts = max(attempt, self.config.max_attempts)
+                raise self._failed(what, attempts, started, exc) from None
             except (ResponseParserError, *_BODY_ERRORS) as exc:
                 if attempt >= self.config.max_attempts or time.monotonic() >= deadline:
                     raise self._failed(what, attempt, started, exc) from None
