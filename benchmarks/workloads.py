@@ -43,6 +43,19 @@ def _cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _children_cpu() -> float:
+    """The share of :func:`_cpu` spent in waited-for child processes (export workers)."""
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
+
+
+def _sys_cpu() -> float:
+    """The kernel's share of :func:`_cpu` (syscalls: sockets, file writes, fsync)."""
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_stime + c.ru_stime
+
+
 def decode(body: bytes) -> int:
     """What every peer does with a documents-stage object: JSON, base64, zlib."""
     obj = json.loads(body)
@@ -66,10 +79,18 @@ class Window:
     """Wall and CPU time of the measured part."""
 
     def __enter__(self) -> Window:
-        self.t0, self.c0 = time.perf_counter(), _cpu()
+        self.t0, self.c0, self.s0 = time.perf_counter(), _cpu(), _sys_cpu()
+        self.k0 = _children_cpu()
         self.profiler = None
         if os.environ.get("BENCH_CPROFILE"):
-            import cProfile
+            # benchmarks/profile.py would shadow the stdlib ``profile`` that cProfile imports
+            here = os.path.dirname(os.path.abspath(__file__))
+            saved, sys.path[:] = list(sys.path), [p for p in sys.path if p not in ("", here)]
+            sys.modules.pop("profile", None)
+            try:
+                import cProfile
+            finally:
+                sys.path[:] = saved
 
             self.profiler = cProfile.Profile()
             self.profiler.enable()
@@ -81,6 +102,8 @@ class Window:
             self.profiler.dump_stats(os.environ["BENCH_CPROFILE"])
         self.seconds = time.perf_counter() - self.t0
         self.cpu = _cpu() - self.c0
+        self.sys_cpu = _sys_cpu() - self.s0
+        self.children_cpu = _children_cpu() - self.k0
 
 
 # ------------------------------------------------------------------------------ peers
@@ -270,7 +293,7 @@ async def _obstore_run(a: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ ours
 def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    return {
+    kwargs: dict[str, Any] = {
         "bucket": BUCKET,
         "endpoint_url": a.endpoint,
         "region": REGION,
@@ -278,6 +301,11 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "aws_secret_access_key": SECRET,
         "max_concurrency": a.concurrency,
     }
+    if os.environ.get("BENCH_FAST_TS"):  # prototype of a change to _store.py (see the module)
+        from fast_timestamps import session_with_fast_timestamps
+
+        kwargs["session"] = session_with_fast_timestamps()
+    return kwargs
 
 
 def _raw_len(content: Any) -> int:
@@ -313,6 +341,16 @@ def run_ours_sync(a: argparse.Namespace) -> dict[str, Any]:
 async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
     from kl3m_data_client import AsyncKL3MClient
 
+    if os.environ.get("BENCH_NO_ORJSON"):  # A/B of the optional orjson fast path
+        from kl3m_data_client.export import _writers
+
+        _writers._orjson = None
+        _writers.JsonlWriter.encode_on_add = False
+    if os.environ.get("BENCH_NO_ENCODE_ON_ADD"):
+        from kl3m_data_client.export import _writers
+
+        _writers.JsonlWriter.encode_on_add = False
+
     async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
         with tempfile.TemporaryDirectory(prefix="kl3m-bench-") as dest:
@@ -334,6 +372,54 @@ async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
                 "window": w,
             }
     return out
+
+
+def _obstore_get(a: argparse.Namespace, client: Any) -> Any:
+    """A prototype of an obstore data plane behind ``S3Store.get`` (feasibility only).
+
+    Same contract as ``S3Store.get`` for the happy path: the bytes, or None when missing;
+    at most ``--concurrency`` GETs in flight; the MD5 ETag check kept. Not handled (what the
+    real seam would add): retries of broken bodies, error mapping, deadlines, credentials
+    refreshed through the aiobotocore session, keys obstore cannot address.
+    """
+    import hashlib
+
+    import obstore
+
+    store = _obstore(a)
+    sem = asyncio.Semaphore(a.concurrency)
+
+    async def get(key: str) -> bytes | None:
+        async with sem:
+            try:
+                r = await obstore.get_async(store, key)
+            except FileNotFoundError:
+                return None
+            data = bytes(await r.bytes_async())
+        etag = str(r.meta.get("e_tag") or "").strip('"').lower()
+        if len(etag) == 32 and hashlib.md5(data, usedforsecurity=False).hexdigest() != etag:
+            raise RuntimeError(f"MD5 mismatch for {key!r}")
+        return data
+
+    return get
+
+
+async def _obstore_export(a: argparse.Namespace) -> dict[str, Any]:
+    """Our export (listing, records, writers, manifest) with GETs through obstore."""
+    from kl3m_data_client import AsyncKL3MClient
+
+    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
+        await client.exists(a.dataset, "__warmup__")
+        get = _obstore_get(a, client)
+        await get("documents/__warmup__.json")
+        client.store.get = get  # type: ignore[method-assign]
+        with tempfile.TemporaryDirectory(prefix="kl3m-bench-") as dest:
+            options: dict[str, Any] = {"stage": a.stage, "format": a.format, "workers": 1}
+            if a.limit:
+                options["max_documents"] = a.limit
+            with Window() as w:
+                report = await client.export(a.dataset, dest, **options)
+    return {"docs": report.exported, "errors": report.errors, "window": w}
 
 
 # ------------------------------------------------------------------------------ listing
@@ -401,6 +487,7 @@ RUNNERS = {
     "ours-async": lambda a: asyncio.run(_ours_async(a)),
     "ours-sync": run_ours_sync,
     "ours-export": lambda a: asyncio.run(_ours_export(a)),
+    "obstore-export": lambda a: asyncio.run(_obstore_export(a)),
     "list-paginator": lambda a: asyncio.run(_list_paginator(a)),
     "list-ours": lambda a: asyncio.run(_list_ours(a)),
     "list-index": lambda a: asyncio.run(_list_index(a)),
@@ -421,7 +508,7 @@ def main() -> None:
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")
-    out.update(seconds=w.seconds, cpu=w.cpu)
+    out.update(seconds=w.seconds, cpu=w.cpu, sys_cpu=w.sys_cpu, children_cpu=w.children_cpu)
     out["rss_kb"] = peak_rss_kb()
     # export workers (spawned processes): the largest one's peak (ru_maxrss of children)
     out["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -752,7 +752,7 @@ async def export(
             else:
                 from kl3m_data_client.export._workers import run_workers
 
-                await run_workers(client.config, plan, dest, tracker)
+                await run_workers(client, plan, dest, tracker)
             manifest = await asyncio.to_thread(_finalize, dest, plan)
     finally:
         if total_task is not None and not total_task.done():

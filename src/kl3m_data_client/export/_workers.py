@@ -1,9 +1,14 @@
 """Worker processes (spawned, never forked): worker j exports worker shard (j, N).
 
-Each worker has its own client (from the picklable :class:`ClientConfig`), its own stream
-``w{j}`` in the manifest (updated under an inter-process lock), its own parts
-``part-w{j}-*`` and its own ``errors-w{j}.jsonl``. Workers send progress, completion or
-their exception on a queue; the parent sums progress and merges the results.
+Worker 0 runs in the calling process, on its event loop with the caller's client (it is
+ready at once: no interpreter to start, no second client to create, ~0.4 s of CPU saved);
+workers 1..N-1 are spawned processes. Each worker has its own client (from the picklable
+:class:`ClientConfig`), its own stream ``w{j}`` in the manifest (updated under an
+inter-process lock), its own parts ``part-w{j}-*`` and its own ``errors-w{j}.jsonl``.
+Spawned workers send progress, completion or their exception on a queue; the parent sums
+progress and merges the results. When any worker fails, the others are stopped (worker 0 is
+cancelled, which aborts its open part) and the error is raised: a rerun resumes every stream
+from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from kl3m_data_client._config import ClientConfig
 from kl3m_data_client.export._options import ExportPlan
 
 if TYPE_CHECKING:
+    from kl3m_data_client._client import AsyncKL3MClient
     from kl3m_data_client.export._exporter import Counters, Tracker
 
 #: Seconds between two progress messages of a worker.
@@ -67,6 +73,7 @@ def worker_main(config: ClientConfig, plan: ExportPlan, dest: str, j: int, q: An
 
 
 def _stop(procs: list[Any]) -> None:
+    procs = [p for p in procs if p.pid is not None]  # started ones (a start may have failed)
     for p in procs:
         if p.is_alive():
             p.terminate()
@@ -78,9 +85,9 @@ def _stop(procs: list[Any]) -> None:
             p.join()
 
 
-def _check_alive(procs: list[Any], done: set[int], dead_since: dict[int, float]) -> None:
+def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, float]) -> None:
     now = time.monotonic()
-    for j, p in enumerate(procs):
+    for j, p in procs.items():
         if j in done or p.exitcode is None:
             continue
         # give its last message time to arrive before declaring it dead
@@ -91,26 +98,49 @@ def _check_alive(procs: list[Any], done: set[int], dead_since: dict[int, float])
             )
 
 
-async def run_workers(config: ClientConfig, plan: ExportPlan, dest: Path, tracker: Tracker) -> None:
-    """Run ``plan.workers`` worker processes to completion (or stop them all on failure)."""
-    from kl3m_data_client.export._exporter import Counters
+async def run_workers(
+    client: AsyncKL3MClient, plan: ExportPlan, dest: Path, tracker: Tracker
+) -> None:
+    """Run ``plan.workers`` workers to completion (or stop them all on failure).
+
+    Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
+    """
+    from kl3m_data_client.export._exporter import Counters, run_stream
 
     ctx = multiprocessing.get_context("spawn")
     q: Any = ctx.Queue()
-    procs = [
-        ctx.Process(
+    procs = {
+        j: ctx.Process(
             target=worker_main,
-            args=(config, plan, str(dest), j, q),
+            args=(client.config, plan, str(dest), j, q),
             name=f"kl3m-export-w{j}",
         )
-        for j in range(plan.workers)
-    ]
+        for j in range(1, plan.workers)
+    }
     done: set[int] = set()
+    local: asyncio.Task[Counters] | None = None
     try:
-        for p in procs:
+        for p in procs.values():
             await asyncio.to_thread(p.start)
+        local = asyncio.create_task(
+            run_stream(
+                client,
+                plan,
+                dest,
+                "w0",
+                (0, plan.workers),
+                lambda c, force: tracker.update("w0", c, force=force),
+            )
+        )
         dead_since: dict[int, float] = {}
-        while len(done) < len(procs):
+        while True:
+            if local.done():
+                local.result()  # raises worker 0's failure
+                if len(done) == len(procs):
+                    break
+            elif len(done) == len(procs):
+                await asyncio.wait([local])
+                continue
             try:
                 kind, j, payload = await asyncio.to_thread(q.get, True, 0.2)
             except queue_module.Empty:
@@ -122,7 +152,10 @@ async def run_workers(config: ClientConfig, plan: ExportPlan, dest: Path, tracke
             if kind == "done":
                 done.add(j)
     finally:
-        await asyncio.to_thread(_stop, procs)
+        if local is not None and not local.done():
+            local.cancel()
+            await asyncio.gather(local, return_exceptions=True)
+        await asyncio.to_thread(_stop, list(procs.values()))
         q.close()
         with contextlib.suppress(Exception):
             q.join_thread()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -96,7 +98,7 @@ class PartWriter:
         self._raw: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/abort
         self.sink = HashingFile(self._raw)
         self.records = 0
-        self._batch: list[Record] = []
+        self._batch: list[Any] = []  # records (or, for JsonlWriter, their encoded lines)
         self._units = 0
 
     # the exporter calls add() on the event loop and write_pending() in a thread
@@ -107,18 +109,18 @@ class PartWriter:
         self._units += _units(record)
         return len(self._batch) >= BATCH_RECORDS or self._units >= BATCH_UNITS
 
-    def take_batch(self) -> list[Record]:
+    def take_batch(self) -> list[Any]:
         """Take the buffered records (the batch boundary is fixed by the records alone)."""
         batch, self._batch, self._units = self._batch, [], 0
         return batch
 
-    def write_batch(self, batch: list[Record]) -> None:
+    def write_batch(self, batch: list[Any]) -> None:
         raise NotImplementedError
 
     def _close_encoder(self) -> None:
         raise NotImplementedError
 
-    def finish(self, pending: list[Record]) -> tuple[str, int]:
+    def finish(self, pending: list[Any]) -> tuple[str, int]:
         """Write ``pending``, close, fsync, rename; returns (sha256 hex, bytes)."""
         if pending:
             self.write_batch(pending)
@@ -142,6 +144,67 @@ def _dumps(record: Record) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
+# -- the optional orjson fast path (``pip install kl3m-data-client[fast]``) ----------------
+# orjson writes the very bytes of ``_dumps(record).encode()`` (compact separators, UTF-8,
+# the same escapes: checked over every code point) for JSON made of exact str / int (64-bit)
+# / bool / None / list / dict-with-str-keys values, 6-10x faster. Anything else -- floats
+# (NaN, exponent formats), subclasses, other types -- takes the stdlib path, and so does
+# whatever orjson refuses (lone surrogates, ints beyond 64 bits, deep nesting): a line is
+# byte-identical whichever path wrote it.
+_orjson: Any
+try:
+    _orjson = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_PLAIN_SCALARS = frozenset({str, bool, type(None)})
+
+
+def _int64_list(values: list[Any] | tuple[Any, ...]) -> bool:
+    """True when every element is an int (or bool) in int64: one C loop, no Python calls."""
+    try:
+        array("q", values)
+    except (TypeError, OverflowError):
+        return False
+    return True
+
+
+def _plain(value: Any) -> bool:
+    """True when orjson encodes ``value`` exactly as ``json.dumps`` does (see above)."""
+    t = type(value)
+    if t in _PLAIN_SCALARS:
+        return True
+    if t is int:
+        return bool(_INT_MIN <= value <= _INT_MAX)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or not (type(v) in _PLAIN_SCALARS or _plain(v)):
+                return False
+        return True
+    if t is list or t is tuple:
+        return _int64_list(value) or all(map(_plain, value))
+    return False
+
+
+def encode_line(record: Record) -> bytes:
+    """One JSON Lines line (``\\n`` included): the same bytes on the orjson and stdlib paths."""
+    if _orjson is not None and _plain(record):
+        try:
+            line: bytes = _orjson.dumps(record, option=_orjson.OPT_APPEND_NEWLINE)
+            return line
+        except TypeError:  # orjson.JSONEncodeError: lone surrogate, int range, depth
+            pass
+    return (_dumps(record) + "\n").encode("utf-8", "surrogatepass")
+
+
+def encode_lines(batch: list[Record]) -> bytes:
+    """The JSON Lines of ``batch``."""
+    if _orjson is None:
+        return "".join(_dumps(r) + "\n" for r in batch).encode("utf-8", "surrogatepass")
+    return b"".join([encode_line(r) for r in batch])
+
+
 class JsonlWriter(PartWriter):
     """JSON Lines, uncompressed, gzip (mtime 0) or zstd (level 3, single frame)."""
 
@@ -160,10 +223,26 @@ class JsonlWriter(PartWriter):
         else:
             self._stream = self.sink
 
-    def write_batch(self, batch: list[Record]) -> None:
-        if batch:
-            data = "".join(_dumps(r) + "\n" for r in batch).encode("utf-8", "surrogatepass")
-            self._stream.write(data)
+    #: With orjson a record is encoded when it is added (on the event loop, ~25 us for a
+    #: 47 KB document) and the batch holds bytes: the writer thread then only hashes and
+    #: writes (both release the GIL), so it no longer competes with the fetching for it.
+    encode_on_add = _orjson is not None
+
+    def add(self, record: Record) -> bool:
+        if not self.encode_on_add:
+            return super().add(record)
+        self._batch.append(encode_line(record))
+        self.records += 1
+        self._units += _units(record)  # same batches, hence same writes, on either path
+        return len(self._batch) >= BATCH_RECORDS or self._units >= BATCH_UNITS
+
+    def write_batch(self, batch: list[Any]) -> None:
+        if not batch:
+            return
+        if type(batch[0]) is bytes:  # encoded by add()
+            self._stream.write(b"".join(batch))
+        else:
+            self._stream.write(encode_lines(batch))
 
     def _close_encoder(self) -> None:
         if self._stream is not self.sink:
