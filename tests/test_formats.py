@@ -192,3 +192,27 @@ def test_keys() -> None:
     with pytest.raises(InvalidInputError):
         Stage.coerce("nope")
     assert Stage.coerce("Parquet") is Stage.PARQUET
+
+
+def test_fast_timestamps_equal_botocore() -> None:
+    from datetime import datetime, timezone
+    from email.utils import format_datetime
+
+    from botocore.utils import parse_timestamp as botocore_parse
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kl3m_data_client._timestamps import parse_timestamp
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
+    def check(moment: datetime) -> None:
+        moment = moment.replace(tzinfo=timezone.utc)
+        iso = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        rfc = format_datetime(moment.replace(microsecond=0), usegmt=True)
+        for text in (iso, rfc, moment.strftime("%Y-%m-%dT%H:%M:%SZ")):
+            assert parse_timestamp(text) == botocore_parse(text), text
+
+    check()
+    for other in ("1700000000", "2024-05-01T12:00:00+02:00", "Wed, 01 May 2024 12:00:00 +0000"):
+        assert parse_timestamp(other) == botocore_parse(other)

@@ -52,6 +52,7 @@ from kl3m_data_client._errors import (
     SizeLimitExceededError,
 )
 from kl3m_data_client._stream import within
+from kl3m_data_client._timestamps import install as install_fast_timestamps
 
 logger = logging.getLogger("kl3m_data_client")
 T = TypeVar("T")
@@ -227,7 +228,10 @@ class S3Store:
     async def _create(self) -> Any:
         cfg = self.config
         try:
-            session = self._session or AioSession(profile=cfg.profile)
+            session = self._session
+            if session is None:  # our own session: S3's timestamps parsed ~20x faster
+                session = AioSession(profile=cfg.profile)
+                install_fast_timestamps(session)
         except ProfileNotFound as exc:
             raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
         options: dict[str, Any] = {
