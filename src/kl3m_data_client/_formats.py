@@ -226,7 +226,10 @@ def table_tokens(key: str, table: Any) -> tuple[str, dict[str, list[int]]]:
     """The identifier and token ids per MIME type of a parquet-stage table's first row."""
     if table.num_rows == 0:
         raise CorruptObjectError(key, "parquet table has no rows")
-    names = table.column_names
+    try:
+        names = table.column_names
+    except ValueError as exc:  # e.g. column names that are not UTF-8
+        raise CorruptObjectError(key, f"unreadable parquet schema: {exc}") from None
     if names.count("identifier") > 1 or names.count("representations") != 1:
         raise CorruptObjectError(
             key, "parquet table needs exactly one 'representations' column (and one identifier)"
