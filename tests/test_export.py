@@ -392,3 +392,42 @@ async def test_iter_jsonl_export_raises_on_bad_objects_unless_skipping(
         assert err.value.key in corrupt
         kept = [r async for r in client.iter_jsonl_export("dirty", "documents", on_error="skip")]
     assert all(f"documents/dirty/{r['id']}.json" not in corrupt for r in kept)
+
+
+def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
+    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kl3m_data_client.export import _writers
+
+    assert _writers._orjson is not None, "orjson (extra 'fast') must be installed for this test"
+
+    def stdlib(record: dict[str, Any]) -> bytes:
+        try:
+            return (_writers._dumps(record) + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
+
+    values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.text()
+        | st.floats(allow_nan=False),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+        max_leaves=20,
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.text(), values, max_size=6))
+    def check(record: dict[str, Any]) -> None:
+        line = _writers.encode_line(record)
+        assert line == stdlib(record)
+        assert json.loads(line) == json.loads(stdlib(record))
+        line.decode("utf-8")  # always valid UTF-8, lone surrogates included
+
+    check()
+    every_char = {"text": "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)}
+    assert _writers.encode_line(every_char) == stdlib(every_char)
+    assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'

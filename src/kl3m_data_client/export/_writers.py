@@ -195,13 +195,19 @@ def encode_line(record: Record) -> bytes:
             return line
         except TypeError:  # orjson.JSONEncodeError: lone surrogate, int range, depth
             pass
-    return (_dumps(record) + "\n").encode("utf-8", "surrogatepass")
+    try:
+        return (_dumps(record) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it, the line stays valid UTF-8
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def encode_lines(batch: list[Record]) -> bytes:
     """The JSON Lines of ``batch``."""
     if _orjson is None:
-        return "".join(_dumps(r) + "\n" for r in batch).encode("utf-8", "surrogatepass")
+        try:
+            return "".join(_dumps(r) + "\n" for r in batch).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate somewhere: line by line
+            pass
     return b"".join([encode_line(r) for r in batch])
 
 
