@@ -29,7 +29,7 @@ from typing import Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
-from kl3m_data_client.export._exporter import Counters, export
+from kl3m_data_client.export._exporter import export
 from kl3m_data_client.export._manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -42,7 +42,7 @@ from kl3m_data_client.export._manifest import (
     wipe,
 )
 from kl3m_data_client.export._options import make_plan
-from kl3m_data_client.export._report import ExportReport, PartInfo
+from kl3m_data_client.export._report import Counters, ExportReport, PartInfo
 from kl3m_data_client.export._writers import fsync_dir, tmp_name
 
 DISTRIBUTED_TOOL = "kl3m-data-client export (distributed)"
@@ -271,26 +271,18 @@ def merge_shards(
     manifest["shards"] = shards
     manifest["complete"] = True
     _write(dest, manifest)
-    return ExportReport(
-        dataset_id=str(options["dataset_id"]),
-        stage=str(options["stage"]),
-        format=str(options["format"]),
-        destination=str(dest),
+    return ExportReport.from_totals(
+        str(options["dataset_id"]),
+        str(options["stage"]),
+        str(options["format"]),
+        dest,
+        totals,
+        parts,
         compression=options.get("compression"),
         content=str(options.get("content")),
-        exported=totals.exported,
-        skipped=totals.skipped,
-        duplicates=totals.duplicates,
-        errors=totals.errors,
-        bytes_in=totals.bytes_in,
-        bytes_out=sum(p.bytes for p in parts),
         duration=duration,
-        docs_per_second=processed_this_run / duration if duration > 0 else 0.0,
-        parts=parts,
-        partial=totals.errors > 0,
+        processed_this_run=processed_this_run,
         resumed=resumed,
-        errors_path=str(dest / errors_name("")),
-        manifest_path=str(dest / MANIFEST),
     )
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ from kl3m_data_client.export._records import (
     in_shard,
     make_record,
 )
-from kl3m_data_client.export._report import ExportProgress, ExportReport, PartInfo
+from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
 from kl3m_data_client.export._writers import PartWriter, open_part, read_part
 from kl3m_data_client.models.common import Stage
 
@@ -74,34 +74,6 @@ PROGRESS_INTERVAL = 0.1
 
 
 # ------------------------------------------------------------------------------ counters
-@dataclass
-class Counters:
-    """Running totals of one stream (stored in the manifest with every part)."""
-
-    exported: int = 0
-    skipped: int = 0
-    duplicates: int = 0
-    errors: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-    @property
-    def processed(self) -> int:
-        return self.exported + self.skipped + self.duplicates + self.errors
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Counters:
-        data = data or {}
-        return cls(**{k: int(data.get(k, 0)) for k in cls.__dataclass_fields__})
-
-    def add(self, other: Counters) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
 class Tracker:
     """Sums the counters of all streams and calls ``callback`` at most every 0.1 s."""
 
@@ -671,26 +643,18 @@ def build_report(
                     str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"])
                 )
             )
-    return ExportReport(
-        dataset_id=plan.dataset_id,
-        stage=plan.stage,
-        format=plan.format,
-        destination=str(dest),
+    return ExportReport.from_totals(
+        plan.dataset_id,
+        plan.stage,
+        plan.format,
+        dest,
+        totals,
+        parts,
         compression=plan.compression,
         content=plan.content,
-        exported=totals.exported,
-        skipped=totals.skipped,
-        duplicates=totals.duplicates,
-        errors=totals.errors,
-        bytes_in=totals.bytes_in,
-        bytes_out=sum(p.bytes for p in parts),
         duration=duration,
-        docs_per_second=processed_this_run / duration if duration > 0 else 0.0,
-        parts=parts,
-        partial=totals.errors > 0,
+        processed_this_run=processed_this_run,
         resumed=resumed,
-        errors_path=str(dest / errors_name("")),
-        manifest_path=str(dest / "manifest.json"),
     )
 
 

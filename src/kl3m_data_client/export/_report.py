@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 
@@ -13,6 +14,34 @@ class PartInfo(NamedTuple):
     records: int
     sha256: str
     bytes: int
+
+
+@dataclass
+class Counters:
+    """Running totals of one stream (stored in the manifest with every part)."""
+
+    exported: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.exported + self.skipped + self.duplicates + self.errors
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Counters:
+        data = data or {}
+        return cls(**{k: int(data.get(k, 0)) for k in cls.__dataclass_fields__})
+
+    def add(self, other: Counters) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,45 @@ class ExportReport:
     errors_path: str = ""
     #: Path of ``manifest.json``.
     manifest_path: str = ""
+
+    @classmethod
+    def from_totals(
+        cls,
+        dataset_id: str,
+        stage: str,
+        format: str,
+        dest: Path,
+        totals: Counters,
+        parts: list[PartInfo],
+        *,
+        compression: str | None,
+        content: str,
+        duration: float,
+        processed_this_run: int,
+        resumed: bool,
+    ) -> ExportReport:
+        """The report of an export into ``dest`` from its summed counters and parts."""
+        return cls(
+            dataset_id=dataset_id,
+            stage=stage,
+            format=format,
+            destination=str(dest),
+            compression=compression,
+            content=content,
+            exported=totals.exported,
+            skipped=totals.skipped,
+            duplicates=totals.duplicates,
+            errors=totals.errors,
+            bytes_in=totals.bytes_in,
+            bytes_out=sum(p.bytes for p in parts),
+            duration=duration,
+            docs_per_second=processed_this_run / duration if duration > 0 else 0.0,
+            parts=parts,
+            partial=totals.errors > 0,
+            resumed=resumed,
+            errors_path=str(dest / "errors.jsonl"),
+            manifest_path=str(dest / "manifest.json"),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as a JSON-ready dict."""

@@ -27,7 +27,8 @@ from kl3m_data_client.export._options import ExportPlan
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import Counters, Tracker
+    from kl3m_data_client.export._exporter import Tracker
+    from kl3m_data_client.export._report import Counters
 
 #: Seconds between two progress messages of a worker.
 WORKER_PROGRESS_INTERVAL = 0.2
@@ -105,7 +106,8 @@ async def run_workers(
 
     Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
     """
-    from kl3m_data_client.export._exporter import Counters, run_stream
+    from kl3m_data_client.export._exporter import run_stream
+    from kl3m_data_client.export._report import Counters
 
     ctx = multiprocessing.get_context("spawn")
     q: Any = ctx.Queue()
