@@ -43,6 +43,8 @@ FETCH_CLIENTS = [
     "ours-sync",
     "ours-export-1",
     "ours-export-2",
+    "ours-async-obstore",
+    "ours-export-obstore",
 ]
 LABELS = {
     "ref": "reference kl3m-data-client 0.2.0 (HEAD+GET, sequential)",
@@ -54,6 +56,8 @@ LABELS = {
     "ours-sync": "ours: KL3MClient.stream_documents (sync)",
     "ours-export-1": "ours: export documents->JSONL, 1 worker",
     "ours-export-2": "ours: export documents->JSONL, 2 worker processes",
+    "ours-async-obstore": "ours: stream_documents, data_plane='obstore'",
+    "ours-export-obstore": "ours: export documents->JSONL, 1 worker, data_plane='obstore'",
     "ours-export-parquet": "ours: export documents->Parquet, 1 worker",
     "ours-export-pq-jsonl": "ours: export parquet stage->JSONL (tokens), 1 worker",
     # prototypes (benchmarks only; run them with --only): proposed changes outside export/
@@ -105,6 +109,8 @@ def available(client: str) -> bool:
         "s3fs": "s3fs",
         "obstore": "obstore",
         "obstore-export": "obstore",
+        "ours-async-obstore": "obstore",
+        "ours-export-obstore": "obstore",
         "boto3": "boto3",
         "ref": "boto3",
     }
@@ -255,6 +261,11 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
 def workload(client: str, endpoint: Endpoint, **kw: Any) -> list[str]:
     args = [str(HERE / "workloads.py")]
     client = client.removesuffix("-fastts")  # env_for sets BENCH_FAST_TS
+    if client.startswith("ours-") and client.endswith("-obstore"):
+        client = client.removesuffix("-obstore")
+        args += ["--data-plane", "obstore"]
+        if client == "ours-export":
+            client = "ours-export-1"
     if client.startswith("ours-export"):
         args.append("ours-export")
         variant = client[len("ours-export-") :]
@@ -663,6 +674,19 @@ def targets(results: dict[str, Any]) -> str:
             "obstore-export",
             "ours-export-1",
             2.0,
+        )
+    if dps("ours-export-obstore") is not None:
+        check(
+            "data_plane='obstore': export / export 1 worker (keep if)",
+            "ours-export-obstore",
+            "ours-export-1",
+            2.0,
+        )
+        check(
+            "data_plane='obstore': export / obstore raw GET (goal: >= 1x)",
+            "ours-export-obstore",
+            "obstore",
+            1.0,
         )
     rss = results.get("rss") or {}
     vals = [r for r in rss.values() if "error" not in r]

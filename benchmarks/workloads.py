@@ -300,6 +300,7 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "aws_access_key_id": KEY_ID,
         "aws_secret_access_key": SECRET,
         "max_concurrency": a.concurrency,
+        "data_plane": a.data_plane,
     }
     if os.environ.get("BENCH_FAST_TS"):  # prototype of a change to _store.py (see the module)
         from fast_timestamps import session_with_fast_timestamps
@@ -505,6 +506,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--format", default="jsonl")
     ap.add_argument("--stage", default="documents")
+    ap.add_argument("--data-plane", default="aiobotocore", choices=("aiobotocore", "obstore"))
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")

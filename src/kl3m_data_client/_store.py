@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -53,6 +53,9 @@ from kl3m_data_client._errors import (
 )
 from kl3m_data_client._stream import within
 from kl3m_data_client._timestamps import install as install_fast_timestamps
+
+if TYPE_CHECKING:
+    from kl3m_data_client._obstore import ObstorePlane
 
 logger = logging.getLogger("kl3m_data_client")
 T = TypeVar("T")
@@ -201,6 +204,8 @@ class S3Store:
         self.config = config
         self._session = session
         self._client: Any = None
+        #: GETs through obstore (``data_plane="obstore"``), set up with the client.
+        self._plane: ObstorePlane | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(config.max_concurrency)
@@ -267,6 +272,14 @@ class S3Store:
         except BotoCoreError as exc:
             await stack.aclose()
             raise InvalidInputError(f"cannot configure the S3 client: {exc}") from exc
+        if cfg.data_plane == "obstore":
+            from kl3m_data_client._obstore import create_plane
+
+            try:
+                self._plane = await create_plane(self, session, client)
+            except BaseException:
+                await stack.aclose()
+                raise
         self._stack = stack
         install_log_redaction()
         return client
@@ -275,6 +288,7 @@ class S3Store:
         """Close the S3 client and its connection pool."""
         self._closed = True
         stack, self._stack, self._client = self._stack, None, None
+        self._plane = None
         if stack is not None:
             await stack.aclose()
 
@@ -438,8 +452,10 @@ class S3Store:
         requested again: at most ``max_attempts`` times, with exponential backoff and jitter,
         within :attr:`object_deadline` seconds. Errors that botocore already retried
         (throttling, 5xx, connection failures before a response) are not multiplied here.
+        With ``data_plane="obstore"`` each attempt goes through obstore (``_obstore``).
         """
         client = await self.client()
+        fetch = self._get_once if self._plane is None else self._plane.get_once
         what = f"object {key!r}"
         started = time.monotonic()
         deadline = started + self.object_deadline
@@ -453,7 +469,7 @@ class S3Store:
                     if remaining <= 0:
                         raise _Deadline
                     try:
-                        data, digest = await within(self._get_once(client, key), remaining)
+                        data, digest = await within(fetch(client, key), remaining)
                     except asyncio.TimeoutError:
                         raise _Deadline from None
                 if digest is None:
@@ -471,8 +487,9 @@ class S3Store:
                 if code in _NOT_FOUND:
                     return None
                 raise self._error(exc, what, key) from None
-            except _Spent as exc:
-                raise self._failed(f"GET {key!r}", attempt, started, exc.cause) from None
+            except _Spent as exc:  # the HTTP client's own retries are spent
+                attempts = max(attempt, self.config.max_attempts)
+                raise self._failed(f"GET {key!r}", attempts, started, exc.cause) from None
             except _Deadline:
                 raise ConnectionFailedError(
                     f"GET {key!r} did not complete within its deadline of "
