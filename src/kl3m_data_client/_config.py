@@ -106,6 +106,39 @@ class ClientConfig:
         env_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return self.endpoint_url is not None or bool(env_endpoint) or "." in self.bucket
 
+    def botocore_options(self, extra_connections: int = 0) -> dict[str, Any]:
+        """Keyword arguments of ``botocore.config.Config`` (or ``AioConfig``) for S3 clients."""
+        options: dict[str, Any] = {
+            "max_pool_connections": self.max_concurrency + extra_connections,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "retries": {"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            "s3": {"addressing_style": "path" if self.path_style else "auto"},
+        }
+        if self.anonymous:
+            from botocore import UNSIGNED
+
+            options["signature_version"] = UNSIGNED
+        return options
+
+    def create_client_kwargs(self, session: Any) -> dict[str, Any]:
+        """``session.create_client("s3", config=..., **these)``: region, endpoint, TLS, keys."""
+        kwargs: dict[str, Any] = {}
+        if self.region:
+            kwargs["region_name"] = self.region
+        elif session.get_config_variable("region") is None:
+            kwargs["region_name"] = "us-east-1"
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        if self.verify is not None:
+            kwargs["verify"] = self.verify
+        if self.aws_access_key_id:
+            kwargs["aws_access_key_id"] = self.aws_access_key_id
+            kwargs["aws_secret_access_key"] = self.aws_secret_access_key
+            if self.aws_session_token:
+                kwargs["aws_session_token"] = self.aws_session_token
+        return kwargs
+
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets (for manifests, logs and reprs)."""
         out: dict[str, Any] = {}

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore import UNSIGNED
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -239,29 +238,8 @@ class S3Store:
                 install_fast_timestamps(session)
         except ProfileNotFound as exc:
             raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
-        options: dict[str, Any] = {
-            "max_pool_connections": cfg.max_concurrency + LISTING_CONNECTIONS,
-            "connect_timeout": cfg.connect_timeout,
-            "read_timeout": cfg.read_timeout,
-            "retries": {"mode": cfg.retry_mode, "total_max_attempts": cfg.max_attempts},
-            "s3": {"addressing_style": "path" if cfg.path_style else "auto"},
-        }
-        if cfg.anonymous:
-            options["signature_version"] = UNSIGNED
-        kwargs: dict[str, Any] = {"config": AioConfig(**options)}
-        if cfg.region:
-            kwargs["region_name"] = cfg.region
-        elif session.get_config_variable("region") is None:
-            kwargs["region_name"] = "us-east-1"
-        if cfg.endpoint_url:
-            kwargs["endpoint_url"] = cfg.endpoint_url
-        if cfg.verify is not None:
-            kwargs["verify"] = cfg.verify
-        if cfg.aws_access_key_id:
-            kwargs["aws_access_key_id"] = cfg.aws_access_key_id
-            kwargs["aws_secret_access_key"] = cfg.aws_secret_access_key
-            if cfg.aws_session_token:
-                kwargs["aws_session_token"] = cfg.aws_session_token
+        kwargs = cfg.create_client_kwargs(session)
+        kwargs["config"] = AioConfig(**cfg.botocore_options(LISTING_CONNECTIONS))
         install_log_redaction()
         stack = contextlib.AsyncExitStack()
         try:

@@ -72,31 +72,11 @@ def get_s3_client(
 def client_from_config(config: ClientConfig) -> Any:
     """A blocking botocore S3 client with the settings of ``config``."""
     import botocore.session
-    from botocore import UNSIGNED
     from botocore.config import Config
 
     session = botocore.session.Session(profile=config.profile)
-    options: dict[str, Any] = {
-        "max_pool_connections": config.max_concurrency,
-        "connect_timeout": config.connect_timeout,
-        "read_timeout": config.read_timeout,
-        "retries": {"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
-        "s3": {"addressing_style": "path" if config.path_style else "auto"},
-    }
-    if config.anonymous:
-        options["signature_version"] = UNSIGNED
-    kwargs: dict[str, Any] = {"config": Config(**options)}
-    region = config.region or session.get_config_variable("region") or "us-east-1"
-    kwargs["region_name"] = region
-    if config.endpoint_url:
-        kwargs["endpoint_url"] = config.endpoint_url
-    if config.verify is not None:
-        kwargs["verify"] = config.verify
-    if config.aws_access_key_id:
-        kwargs["aws_access_key_id"] = config.aws_access_key_id
-        kwargs["aws_secret_access_key"] = config.aws_secret_access_key
-        kwargs["aws_session_token"] = config.aws_session_token
-    return session.create_client("s3", **kwargs)
+    kwargs = config.create_client_kwargs(session)
+    return session.create_client("s3", config=Config(**config.botocore_options()), **kwargs)
 
 
 def get_stage_prefix(stage: Stage | str, dataset_id: str | None = None) -> str:
