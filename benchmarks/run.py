@@ -61,12 +61,10 @@ LABELS = {
     "ours-export-parquet": "ours: export documents->Parquet, 1 worker",
     "ours-export-pq-jsonl": "ours: export parquet stage->JSONL (tokens), 1 worker",
     # prototypes (benchmarks only; run them with --only): proposed changes outside export/
-    "ours-async-fastts": "prototype: ours-async + fast timestamp parser (for _store.py)",
-    "ours-export-1-fastts": "prototype: export 1 worker + fast timestamp parser (for _store.py)",
     "obstore-export": "prototype: export 1 worker, GETs via obstore (listing via ours)",
 }
 #: Prototype clients: not in the default set, run with --only.
-PROTOTYPES = ("ours-async-fastts", "ours-export-1-fastts", "obstore-export")
+PROTOTYPES = ("obstore-export",)
 #: Export variants run at the last latency only (time budget).
 EXTRAS = ("ours-export-parquet", "ours-export-pq-jsonl")
 #: Clients run once even with --repeat (time budget; not in a target ratio's numerator).
@@ -260,7 +258,6 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
 
 def workload(client: str, endpoint: Endpoint, **kw: Any) -> list[str]:
     args = [str(HERE / "workloads.py")]
-    client = client.removesuffix("-fastts")  # env_for sets BENCH_FAST_TS
     if client.startswith("ours-") and client.endswith("-obstore"):
         client = client.removesuffix("-obstore")
         args += ["--data-plane", "obstore"]
@@ -288,8 +285,6 @@ def env_for(client: str) -> dict[str, str]:
     if client == "ref":
         # the reference takes no endpoint argument: boto3 reads AWS_ENDPOINT_URL
         return child_env({"PYTHONPATH": str(REF_DIR)})
-    if client.endswith("-fastts"):
-        return child_env({"BENCH_FAST_TS": "1"})
     return child_env()
 
 
@@ -661,13 +656,6 @@ def targets(results: dict[str, Any]) -> str:
     check("export 2 workers / raw aiobotocore", "ours-export-2", "aiobotocore", 1.6)
     check("ours-async / reference", "ours-async", "ref", 35)
     check("export 1 worker / obstore (goal: >= 1x)", "ours-export-1", "obstore", 1.0)
-    if dps("ours-export-1-fastts") is not None:
-        check(
-            "export 1 worker + fast timestamps / raw aiobotocore",
-            "ours-export-1-fastts",
-            "aiobotocore",
-            0.85,
-        )
     if dps("obstore-export") is not None:
         check(
             "obstore data plane: export via obstore / ours-export-1 (keep if)",

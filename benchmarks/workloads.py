@@ -302,10 +302,6 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "max_concurrency": a.concurrency,
         "data_plane": a.data_plane,
     }
-    if os.environ.get("BENCH_FAST_TS"):  # prototype of a change to _store.py (see the module)
-        from fast_timestamps import session_with_fast_timestamps
-
-        kwargs["session"] = session_with_fast_timestamps()
     return kwargs
 
 
