@@ -27,11 +27,10 @@ from kl3m_data_client._formats import (
     decode_representation,
     parquet_tokens,
 )
-from kl3m_data_client.models.document import DEFAULT_TOKENIZER
+from kl3m_data_client.models.document import DEFAULT_TOKENIZER, preferred_mime
 
 Record = dict[str, Any]
 
-_PREFERRED_MIME = ("text/markdown", "text/plain")
 _UINT32 = "I" if array("I").itemsize == 4 else "L"
 
 
@@ -106,11 +105,7 @@ def dedup_key(record: Record) -> bytes:
 
 
 def _pick(available: Sequence[str], wanted: frozenset[str] | None) -> str | None:
-    names = [m for m in available if wanted is None or m in wanted]
-    for preferred in _PREFERRED_MIME:
-        if preferred in names:
-            return preferred
-    return names[0] if names else None
+    return preferred_mime(m for m in available if wanted is None or m in wanted)
 
 
 def _pick_tokens(tokens: Any) -> list[Any] | None:

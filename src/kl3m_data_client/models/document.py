@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,17 @@ __all__ = [
 ]
 
 DEFAULT_TOKENIZER = "alea-institute/kl3m-004-128k-cased"
-_PREFERRED_MIME = ("text/markdown", "text/plain")
+#: Representation MIME types picked when none is asked for, in this order (then the first).
+PREFERRED_MIME_TYPES = ("text/markdown", "text/plain")
+
+
+def preferred_mime(available: Iterable[str]) -> str | None:
+    """``text/markdown``, else ``text/plain``, else the first of ``available``; None if empty."""
+    names = list(available)
+    for preferred in PREFERRED_MIME_TYPES:
+        if preferred in names:
+            return preferred
+    return names[0] if names else None
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,7 @@ class DocumentContent:
 def _pick_mime(available: dict[str, Any], mime_type: str | None) -> str | None:
     if mime_type is not None:
         return mime_type if mime_type in available else None
-    for preferred in _PREFERRED_MIME:
-        if preferred in available:
-            return preferred
-    return next(iter(available), None)
+    return preferred_mime(available)
 
 
 @dataclass(frozen=True)
