@@ -15,10 +15,10 @@ import pytest
 from aiobotocore.credentials import AioRefreshableCredentials
 from aiobotocore.session import AioSession
 
+from faultkit import ALL_FAILING, proxied_kwargs
 from kl3m_data_client import (
     AsyncKL3MClient,
     ConnectionFailedError,
-    ServiceError,
     Stage,
 )
 from kl3m_data_client.models.document import DocumentContent, RepresentationContent
@@ -28,7 +28,6 @@ from kl3m_data_client.testing._faults import ALL_FAULTS, Fault, FaultPlan, Fault
 pytestmark = pytest.mark.anyio
 
 N_DOCUMENTS = 300
-FAST = {"read_timeout": 1.0, "connect_timeout": 1.0, "max_attempts": 4, "max_concurrency": 16}
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +39,7 @@ def fault_bucket(kl3m_server: LocalS3Server) -> Iterator[LocalBucket]:
         bucket.close()
 
 
-def _kwargs(bucket: LocalBucket, proxy: FaultProxy, **over: Any) -> dict[str, Any]:
-    kw: dict[str, Any] = {**bucket.client_kwargs(), **FAST, "endpoint_url": proxy.endpoint_url}
-    kw.update(over)
-    return kw
+_kwargs = proxied_kwargs
 
 
 def _fingerprint(content: Any) -> str:
@@ -128,18 +124,7 @@ async def test_failed_listing_page_resumes_from_its_token(fault_bucket: LocalBuc
     assert sum(proxy.fired.values()) >= 2 * (len(keys) // 100 - 1)
 
 
-@pytest.mark.parametrize(
-    ("kind", "error"),
-    [
-        (Fault.SLOWDOWN_503, ServiceError),
-        (Fault.ERROR_500, ServiceError),
-        (Fault.THROTTLE_429, ServiceError),
-        (Fault.RESET_BEFORE, ConnectionFailedError),
-        (Fault.RESET_MID_BODY, ConnectionFailedError),
-        (Fault.TRUNCATE, ConnectionFailedError),
-        (Fault.STALL, ConnectionFailedError),
-    ],
-)
+@pytest.mark.parametrize(("kind", "error"), ALL_FAILING)
 async def test_all_failing_stops_in_bounded_time(
     fault_bucket: LocalBucket, kind: Fault, error: type[Exception]
 ) -> None:

@@ -19,12 +19,12 @@ import pytest
 from aiobotocore.credentials import AioRefreshableCredentials
 from aiobotocore.session import AioSession
 
+from faultkit import ALL_FAILING, proxied_kwargs
 from kl3m_data_client import (
     AsyncKL3MClient,
     ConnectionFailedError,
     InvalidInputError,
     KL3MClient,
-    ServiceError,
     Stage,
 )
 from kl3m_data_client._config import ClientConfig
@@ -37,7 +37,6 @@ from kl3m_data_client.testing._faults import Fault, FaultPlan, FaultProxy, Reque
 pytestmark = pytest.mark.anyio
 
 SMALL_LIMITS = Limits(max_inflated_bytes=64 << 20)  # the dirty dataset holds a 1.1 GB bomb
-FAST = {"read_timeout": 1.0, "connect_timeout": 1.0, "max_attempts": 4, "max_concurrency": 16}
 STAGES = (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET)
 
 
@@ -214,10 +213,7 @@ def fault_bucket(kl3m_server: LocalS3Server) -> Any:
 
 
 def _kwargs(bucket: LocalBucket, proxy: FaultProxy, **over: Any) -> dict[str, Any]:
-    kw: dict[str, Any] = {**bucket.client_kwargs(), **FAST, "endpoint_url": proxy.endpoint_url}
-    kw["data_plane"] = "obstore"
-    kw.update(over)
-    return kw
+    return proxied_kwargs(bucket, proxy, **{"data_plane": "obstore", **over})
 
 
 async def test_broken_bodies_are_retried(fault_bucket: LocalBucket) -> None:
@@ -242,18 +238,7 @@ async def test_broken_bodies_are_retried(fault_bucket: LocalBucket) -> None:
     assert proxy.requests["GetObject"] >= len(docs) + 3
 
 
-@pytest.mark.parametrize(
-    ("kind", "error"),
-    [
-        (Fault.SLOWDOWN_503, ServiceError),
-        (Fault.ERROR_500, ServiceError),
-        (Fault.THROTTLE_429, ServiceError),
-        (Fault.RESET_BEFORE, ConnectionFailedError),
-        (Fault.RESET_MID_BODY, ConnectionFailedError),
-        (Fault.TRUNCATE, ConnectionFailedError),
-        (Fault.STALL, ConnectionFailedError),
-    ],
-)
+@pytest.mark.parametrize(("kind", "error"), ALL_FAILING)
 async def test_all_failing_gives_the_same_error(
     fault_bucket: LocalBucket, kind: Fault, error: type[Exception]
 ) -> None:
