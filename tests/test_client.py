@@ -338,3 +338,35 @@ async def test_pool_is_sized_to_max_concurrency(kl3m_corpus_bucket: Any) -> None
     assert c.closed
     with pytest.raises(ClientClosedError):
         await c.list_datasets()
+
+
+async def test_user_agent_fixed_and_ours(kl3m_corpus_bucket: Any) -> None:
+    """Every request names this client; the session's own User-Agent extra is kept.
+
+    The header is built once per process (botocore rebuilds it for every request otherwise).
+    """
+    from aiobotocore.session import AioSession
+
+    from kl3m_data_client import __version__
+    from kl3m_data_client.testing._faults import FaultPlan, FaultProxy, RequestInfo
+
+    agents: list[str] = []
+
+    def record(info: RequestInfo) -> None:
+        agents.append(next(v for k, v in info.headers.items() if k.lower() == "user-agent"))
+
+    session = AioSession()
+    session.user_agent_extra = "my-pipeline/7"
+    dataset = kl3m_corpus_bucket.corpus.documents[0].dataset_id
+    async with FaultProxy(
+        kl3m_corpus_bucket.endpoint_url, FaultPlan(0.0, credential_check=record)
+    ) as p:
+        kwargs = {**kl3m_corpus_bucket.client_kwargs(), "endpoint_url": p.endpoint_url}
+        async with AsyncKL3MClient(**kwargs, session=session) as client:
+            ids = await client.list_documents(dataset, limit=3)
+            for doc_id in ids:
+                await client.get_document(dataset, doc_id)
+    assert len(agents) >= 4
+    assert len(set(agents)) == 1, set(agents)
+    assert agents[0].startswith(f"kl3m-data-client/{__version__} md/Botocore#")
+    assert agents[0].endswith(" my-pipeline/7")

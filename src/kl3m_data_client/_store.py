@@ -239,7 +239,7 @@ class S3Store:
         except ProfileNotFound as exc:
             raise InvalidInputError(f"AWS profile {cfg.profile!r} not found") from exc
         kwargs = cfg.create_client_kwargs(session)
-        kwargs["config"] = AioConfig(**cfg.botocore_options(LISTING_CONNECTIONS))
+        kwargs["config"] = AioConfig(**cfg.botocore_options(LISTING_CONNECTIONS, session))
         install_log_redaction()
         stack = contextlib.AsyncExitStack()
         try:

@@ -76,7 +76,9 @@ def client_from_config(config: ClientConfig) -> Any:
 
     session = botocore.session.Session(profile=config.profile)
     kwargs = config.create_client_kwargs(session)
-    return session.create_client("s3", config=Config(**config.botocore_options()), **kwargs)
+    return session.create_client(
+        "s3", config=Config(**config.botocore_options(session=session)), **kwargs
+    )
 
 
 def get_stage_prefix(stage: Stage | str, dataset_id: str | None = None) -> str:
