@@ -8,6 +8,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +432,27 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     every_char = {"text": "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)}
     assert _writers.encode_line(every_char) == stdlib(every_char)
     assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'
+
+
+def test_export_waits_for_workers_of_a_killed_run(kl3m_corpus_bucket: Any, tmp_path: Path) -> None:
+    """A worker of an earlier run (its parent killed) still holds the workers lock: a new run
+    does not touch the destination until it is released."""
+    import fcntl
+    import threading
+    import time
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    fd = os.open(dest / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what a running worker holds
+    result: list[Any] = []
+    with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
+        run = threading.Thread(target=lambda: result.append(client.export(DATASET, dest)))
+        run.start()
+        try:
+            time.sleep(0.5)
+            assert run.is_alive() and not (dest / "manifest.json").exists()
+        finally:
+            os.close(fd)
+        run.join(60)
+    assert result and result[0].exported > 0 and not result[0].partial

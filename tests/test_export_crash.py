@@ -26,6 +26,9 @@ import asyncio, json, os, signal, sys, time
 
 args = json.loads(sys.argv[1])
 hook = args.pop("hook", None)
+slow_everywhere = args.pop("slow_everywhere", 0)
+if __name__ == "__mp_main__":  # a spawned export worker: it is only slowed down
+    hook = ["slow", "", slow_everywhere] if slow_everywhere else None
 kw = args.pop("client")
 dest = args.pop("dest")
 calls = {"replace": 0, "batch": 0}
@@ -58,7 +61,17 @@ if hook:
                         die()
                 return write_batch
             cls.write_batch = make(cls.write_batch)
-    elif kind == "slow":
+    if kind == "slowkill":  # slow GETs, and SIGKILL after the n-th os.replace
+        kind, when = "slow", None
+        real_replace = os.replace
+        def replace(src, dst, *a, **k):
+            calls["replace"] += 1
+            real_replace(src, dst, *a, **k)
+            if calls["replace"] == hook[2]:
+                die()
+        os.replace = replace
+        n = hook[1]
+    if kind == "slow":
         from kl3m_data_client._store import S3Store
         real_get = S3Store.get
         async def get(self, key):
@@ -89,7 +102,7 @@ BAD = {
 def _files(dest: Path) -> dict[str, bytes]:
     out = {}
     for path in sorted(dest.rglob("*")):
-        if path.is_file() and path.name not in (".export.lock", ".manifest.lock"):
+        if path.is_file() and path.name not in (".export.lock", ".manifest.lock", ".workers.lock"):
             out[str(path.relative_to(dest))] = path.read_bytes()
     return out
 
@@ -226,3 +239,50 @@ def _clean_parquet(kwargs: dict[str, Any], dest: Path, options: dict[str, Any]) 
         report = client.export(options["dataset"], dest, **_export_options(options))
     assert report.exported > 10 and len(report.parts) >= 5
     return _files(dest)
+
+
+def test_killed_exporter_with_workers_then_resume_is_byte_identical(
+    setup: Any, tmp_path: Path
+) -> None:
+    """SIGKILL of the exporting process: its spawned worker stops by itself, the rerun waits
+    for it, then resumes both streams (at different checkpoints) from one listing."""
+    import fcntl
+
+    script, kwargs, _ = setup
+    options = {
+        "dataset": "usc",
+        "records_per_part": 3,
+        "stage": "representations",
+        "format": "jsonl",
+        "workers": 2,
+        "max_concurrency": 1,
+    }
+    clean = _clean(kwargs, tmp_path / "clean", options)
+    dest = tmp_path / "crashed"
+    child_options = {**options, "client": kwargs, "dest": str(dest)}
+    for _ in range(2):
+        # slow GETs (the worker's stream takes seconds); the exporter dies after 2 parts
+        slowed = {**child_options, "slow_everywhere": 0.3}
+        proc = _run_child(script, slowed, ["slowkill", 0.3, 5])
+        assert proc.returncode == -signal.SIGKILL, proc.err.decode()  # type: ignore[attr-defined]
+        # the orphaned worker notices and stops (releasing the workers lock)
+        deadline = time.monotonic() + 15
+        fd = os.open(dest / ".workers.lock", os.O_RDWR)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the orphaned worker did not stop"
+                    time.sleep(0.05)
+        finally:
+            os.close(fd)
+        # ... and stopped where it was: it did not go on to finish its stream alone
+        manifest = json.loads((dest / "manifest.json").read_text())
+        assert not manifest["streams"].get("w1", {}).get("complete")
+    assert set(manifest["streams"]) == {"w0", "w1"}
+    proc = _run_child(script, child_options)
+    assert proc.returncode == 0, proc.err.decode()  # type: ignore[attr-defined]
+    assert json.loads(proc.out)["resumed"]  # type: ignore[attr-defined]
+    assert _files(dest) == clean

@@ -228,11 +228,17 @@ def iter_outcomes(
     start_after: str | None = None,
     position: int = 0,
     sub_shard: tuple[int, int] | None = None,
+    items: AsyncIterator[Item] | None = None,
 ) -> AsyncIterator[Outcome]:
-    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order."""
-    items = iter_items(
-        client, plan, start_after=start_after, position=position, sub_shard=sub_shard
-    )
+    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
+
+    The items are ``items`` when given (a worker fed by the parent's listing), else
+    :func:`iter_items` of the plan.
+    """
+    if items is None:
+        items = iter_items(
+            client, plan, start_after=start_after, position=position, sub_shard=sub_shard
+        )
     return ordered_map(items, _fetcher(client, plan), window=plan.max_concurrency)
 
 
@@ -336,14 +342,31 @@ class StreamState:
     complete: bool = False
 
 
+def _stream_entry(dest: Path, stream: str) -> dict[str, Any]:
+    manifest = read_manifest(dest)
+    return ((manifest or {}).get("streams") or {}).get(stream) or {}
+
+
+def _last_checkpoint(entry: dict[str, Any]) -> dict[str, Any] | None:
+    checkpoint = entry.get("final") if entry.get("complete") else None
+    if checkpoint is None and entry.get("parts"):
+        checkpoint = entry["parts"][-1]
+    return checkpoint
+
+
+def resume_point(dest: Path, stream: str) -> tuple[str | None, int, bool]:
+    """``(last_key, position, complete)`` of a stream's checkpoint (read-only)."""
+    entry = _stream_entry(dest, stream)
+    checkpoint = _last_checkpoint(entry) or {}
+    last_key = checkpoint.get("last_key")
+    return last_key, int(checkpoint.get("position", 0)), bool(entry.get("complete"))
+
+
 def _load_stream(dest: Path, plan: ExportPlan, stream: str) -> StreamState:
     """Restore a stream from the manifest; remove parts and errors written after it."""
-    manifest = read_manifest(dest)
-    entry = ((manifest or {}).get("streams") or {}).get(stream) or {}
+    entry = _stream_entry(dest, stream)
     state = StreamState(parts=list(entry.get("parts") or []))
-    checkpoint = entry.get("final") if entry.get("complete") else None
-    if checkpoint is None and state.parts:
-        checkpoint = state.parts[-1]
+    checkpoint = _last_checkpoint(entry)
     if checkpoint is not None:
         state.counters = Counters.from_dict(checkpoint.get("counters"))
         state.errors_bytes = int(checkpoint.get("errors_bytes", 0))
@@ -399,8 +422,12 @@ async def run_stream(
     stream: str = "",
     sub_shard: tuple[int, int] | None = None,
     on_update: Callable[[Counters, bool], None] | None = None,
+    items: AsyncIterator[Item] | None = None,
 ) -> Counters:
-    """Export one stream into ``dest`` (resuming it from the manifest); returns its counters."""
+    """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
+
+    ``items``: the stream's items after its checkpoint, when the caller lists for it.
+    """
     state = await asyncio.to_thread(_load_stream, dest, plan, stream)
     counters = state.counters
     if on_update is not None:
@@ -476,6 +503,7 @@ async def run_stream(
                 start_after=None if plan.ids is not None else state.last_key,
                 position=state.position,
                 sub_shard=sub_shard,
+                items=items,
             )
             async with closing(outcomes) as stream_outcomes:
                 async for oc in stream_outcomes:
@@ -537,6 +565,12 @@ async def run_stream(
 
 
 # ------------------------------------------------------------------------------ orchestration
+#: Held (shared) by every spawned worker while it runs; see :meth:`_DestinationLock.acquire`.
+WORKERS_LOCK = ".workers.lock"
+#: Seconds a new run waits for the workers of a killed run to stop.
+WORKERS_GONE_TIMEOUT = 30.0
+
+
 class _DestinationLock:
     """An exclusive lock on the destination for the whole run (one export at a time)."""
 
@@ -545,6 +579,7 @@ class _DestinationLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
+        """Lock, then wait until no worker of an earlier (killed) run still holds its lock."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
@@ -558,6 +593,23 @@ class _DestinationLock:
                 f"another export is writing to {self.path.parent}; wait for it to finish"
             ) from None
         self.fd = fd
+        workers = os.open(self.path.parent / WORKERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + WORKERS_GONE_TIMEOUT
+        try:
+            while True:
+                try:
+                    fcntl.flock(workers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.release()
+                        raise InvalidInputError(
+                            f"worker processes of an earlier export to {self.path.parent} "
+                            "are still running; wait for them to stop"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            os.close(workers)  # released: this run's workers take it shared
 
     def release(self) -> None:
         if self.fd is not None:
@@ -697,7 +749,14 @@ async def export(
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)
     lock = _DestinationLock(dest)
-    lock.acquire()
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except BaseException:  # cancelled while waiting: the thread ends, then its lock is freed
+        with contextlib.suppress(BaseException):
+            await acquiring
+        lock.release()
+        raise
     total_task: asyncio.Task[None] | None = None
     try:
         manifest, resumed = await asyncio.to_thread(_prepare, dest, plan, resume, overwrite)

@@ -91,6 +91,11 @@ def in_shard(document_id: str, shard: tuple[int, int] | None, sub: tuple[int, in
     return True
 
 
+def worker_of(document_id: str, shard: tuple[int, int] | None, workers: int) -> int:
+    """The worker shard ``j`` of an id of ``shard``: ``in_shard(id, shard, (j, workers))``."""
+    return (shard_hash(document_id) // (shard[1] if shard else 1)) % workers
+
+
 def dedup_key(record: Record) -> bytes:
     """The deduplication hash of a record: of its token sequence, else of its text."""
     h = hashlib.blake2b(digest_size=16)

@@ -6,9 +6,11 @@ workers 1..N-1 are spawned processes. Each worker has its own client (from the p
 :class:`ClientConfig`), its own stream ``w{j}`` in the manifest (updated under an
 inter-process lock), its own parts ``part-w{j}-*`` and its own ``errors-w{j}.jsonl``.
 Spawned workers send progress, completion or their exception on a queue; the parent sums
-progress and merges the results. When any worker fails, the others are stopped (worker 0 is
-cancelled, which aborts its open part) and the error is raised: a rerun resumes every stream
-from its last checkpoint.
+progress and merges the results. The dataset is listed once, by the parent, which deals each
+worker the items of its shard that come after the worker's checkpoint, in listing order
+(bounded queues: the listing runs at most :data:`DEAL_DEPTH` batches ahead of a worker).
+When any worker fails, the others are stopped (worker 0 is cancelled, which aborts its open
+part) and the error is raised: a rerun resumes every stream from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,22 +18,101 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import pickle
 import queue as queue_module
+import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._stream import closing
 from kl3m_data_client.export._options import ExportPlan
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import Tracker
+    from kl3m_data_client.export._exporter import Item, Tracker
     from kl3m_data_client.export._report import Counters
 
 #: Seconds between two progress messages of a worker.
 WORKER_PROGRESS_INTERVAL = 0.2
+#: Seconds between two checks of a spawned worker that its parent is alive.
+ORPHAN_CHECK_INTERVAL = 0.2
+#: Items per message of the parent's listing to a worker, and batches queued per worker.
+DEAL_BATCH = 256
+DEAL_DEPTH = 16
+
+#: One dealt item: (position, key, document_id, error).
+Dealt = tuple[int, str, str, "str | None"]
+
+
+async def _deal(
+    client: AsyncKL3MClient,
+    plan: ExportPlan,
+    dest: Path,
+    send: list[Callable[[list[Dealt] | None], Awaitable[None]]],
+) -> None:
+    """List the dataset once; send worker ``j`` the items of its shard after its checkpoint."""
+    from kl3m_data_client.export._exporter import iter_items, resume_point
+    from kl3m_data_client.export._records import worker_of
+
+    points = [await asyncio.to_thread(resume_point, dest, f"w{j}") for j in range(len(send))]
+    todo = {j for j, (_, _, complete) in enumerate(points) if not complete}
+    start: tuple[str | None, int] = (None, 0)
+    if todo and all(points[j][0] is not None for j in todo):
+        first = min(todo, key=lambda j: points[j][0] or "")
+        start = (points[first][0], points[first][1])
+    after = [point[0] for point in points]
+    batches: list[list[Dealt]] = [[] for _ in send]
+    if todo:
+        listing = iter_items(client, plan, start_after=start[0], position=start[1])
+        async with closing(listing) as items:
+            async for item in items:
+                j = worker_of(item.document_id, plan.shard, plan.workers)
+                last_key = after[j]
+                if j not in todo or (last_key is not None and item.key <= last_key):
+                    continue
+                batch = batches[j]
+                batch.append((item.position, item.key, item.document_id, item.error))
+                if len(batch) >= DEAL_BATCH:
+                    batches[j] = []
+                    await send[j](batch)
+    for j, batch in enumerate(batches):
+        if batch:
+            await send[j](batch)
+        await send[j](None)
+
+
+def _put(q: Any, batch: list[Dealt] | None, stop: threading.Event) -> None:
+    """Put on a bounded process queue; give up when ``stop`` is set (the run is ending)."""
+    while not stop.is_set():
+        try:
+            q.put(batch, timeout=0.2)
+            return
+        except queue_module.Full:
+            continue
+
+
+def _get(q: Any) -> list[Dealt] | None:
+    """The next batch from the parent; fails if the parent process is gone."""
+    while True:
+        try:
+            return q.get(timeout=1.0)  # type: ignore[no-any-return]
+        except queue_module.Empty:
+            parent = multiprocessing.parent_process()
+            if parent is not None and not parent.is_alive():
+                raise RuntimeError("the exporting process is gone") from None
+
+
+async def _dealt(receive: Callable[[], Awaitable[list[Dealt] | None]]) -> AsyncIterator[Item]:
+    """The items dealt to this worker, in order, until the parent's end marker."""
+    from kl3m_data_client.export._exporter import Item
+
+    while (batch := await receive()) is not None:
+        for position, key, document_id, error in batch:
+            yield Item(position, key, document_id, error)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -42,7 +123,9 @@ def _picklable(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _work(config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: Any) -> None:
+async def _work(
+    config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: Any, inbox: Any
+) -> None:
     from kl3m_data_client._client import AsyncKL3MClient
     from kl3m_data_client.export._exporter import run_stream
 
@@ -55,15 +138,56 @@ async def _work(config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: A
             last = now
             q.put(("progress", j, counters.as_dict()))
 
-    async with AsyncKL3MClient(config=config) as client:
-        counters = await run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update)
+    items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
+    with _worker_lock(dest):
+        async with AsyncKL3MClient(config=config) as client:
+            stream = asyncio.ensure_future(
+                run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
+            )
+            counters = await _unless_orphaned(stream)
     q.put(("done", j, counters.as_dict()))
 
 
-def worker_main(config: ClientConfig, plan: ExportPlan, dest: str, j: int, q: Any) -> None:
-    """Entry point of worker ``j`` (runs in a spawned process)."""
+@contextlib.contextmanager
+def _worker_lock(dest: Path) -> Iterator[None]:
+    """Hold the destination's workers lock (shared) while this worker runs.
+
+    A new run of the same export waits until it is free: a worker whose parent was killed
+    must stop writing before another run resumes its stream.
+    """
     try:
-        asyncio.run(_work(config, plan, Path(dest), j, q))
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    from kl3m_data_client.export._exporter import WORKERS_LOCK
+
+    fd = os.open(dest / WORKERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
+    """The stream's result; cancel it (its open part is aborted) if the parent dies."""
+    parent = multiprocessing.parent_process()
+    while not stream.done():
+        await asyncio.wait([stream], timeout=ORPHAN_CHECK_INTERVAL)
+        if parent is not None and not parent.is_alive() and not stream.done():
+            stream.cancel()
+            await asyncio.gather(stream, return_exceptions=True)
+            raise RuntimeError("the exporting process is gone: worker stopped")
+    return stream.result()
+
+
+def worker_main(
+    config: ClientConfig, plan: ExportPlan, dest: str, j: int, q: Any, inbox: Any = None
+) -> None:
+    """Entry point of worker ``j`` (runs in a spawned process); ``inbox``: its dealt items."""
+    try:
+        asyncio.run(_work(config, plan, Path(dest), j, q, inbox))
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -111,19 +235,40 @@ async def run_workers(
 
     ctx = multiprocessing.get_context("spawn")
     q: Any = ctx.Queue()
+    # explicit ids: each worker walks the list itself; a listing: the parent lists once
+    listing = plan.ids is None
+    inboxes: dict[int, Any] = {
+        j: ctx.Queue(DEAL_DEPTH) if listing else None for j in range(1, plan.workers)
+    }
     procs = {
         j: ctx.Process(
             target=worker_main,
-            args=(client.config, plan, str(dest), j, q),
+            args=(client.config, plan, str(dest), j, q, inboxes[j]),
             name=f"kl3m-export-w{j}",
         )
         for j in range(1, plan.workers)
     }
+    stop = threading.Event()
+    local_inbox: asyncio.Queue[list[Dealt] | None] = asyncio.Queue(DEAL_DEPTH)
+
+    def sender(inbox: Any) -> Callable[[list[Dealt] | None], Awaitable[None]]:
+        async def send(batch: list[Dealt] | None) -> None:
+            try:
+                inbox.put_nowait(batch)
+            except queue_module.Full:
+                await asyncio.to_thread(_put, inbox, batch, stop)
+
+        return send
+
     done: set[int] = set()
     local: asyncio.Task[Counters] | None = None
+    dealer: asyncio.Task[None] | None = None
     try:
         for p in procs.values():
             await asyncio.to_thread(p.start)
+        if listing:
+            senders = [local_inbox.put, *(sender(inboxes[j]) for j in range(1, plan.workers))]
+            dealer = asyncio.create_task(_deal(client, plan, dest, senders))
         local = asyncio.create_task(
             run_stream(
                 client,
@@ -132,10 +277,13 @@ async def run_workers(
                 "w0",
                 (0, plan.workers),
                 lambda c, force: tracker.update("w0", c, force=force),
+                items=_dealt(local_inbox.get) if listing else None,
             )
         )
         dead_since: dict[int, float] = {}
         while True:
+            if dealer is not None and dealer.done():
+                dealer.result()  # raises a failure of the listing
             if local.done():
                 local.result()  # raises worker 0's failure
                 if len(done) == len(procs):
@@ -154,10 +302,16 @@ async def run_workers(
             if kind == "done":
                 done.add(j)
     finally:
-        if local is not None and not local.done():
-            local.cancel()
-            await asyncio.gather(local, return_exceptions=True)
+        stop.set()
+        for task in (dealer, local):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.to_thread(_stop, list(procs.values()))
+        for inbox in inboxes.values():
+            if inbox is not None:  # its worker is stopped: what is still queued is dropped
+                inbox.close()
+                inbox.cancel_join_thread()
         q.close()
         with contextlib.suppress(Exception):
             q.join_thread()
