@@ -370,3 +370,17 @@ async def test_user_agent_fixed_and_ours(kl3m_corpus_bucket: Any) -> None:
     assert len(set(agents)) == 1, set(agents)
     assert agents[0].startswith(f"kl3m-data-client/{__version__} md/Botocore#")
     assert agents[0].endswith(" my-pipeline/7")
+
+
+async def test_bad_listing_arguments_are_input_errors(client: AsyncKL3MClient) -> None:
+    """The seam checks its inputs itself (botocore's parameter validation is off)."""
+    for bad in (None, 7, b"documents/"):
+        with pytest.raises(InvalidInputError, match="prefix"):
+            await client.iter_prefix(bad).__anext__()  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="start_after"):
+        await client.iter_objects("documents/", start_after=3).__anext__()  # type: ignore[arg-type]
+    for key in ("", None):
+        with pytest.raises(InvalidInputError, match="key"):
+            await client.store.get(key)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="key"):
+            await client.store.head(key)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ bodies. obstore is in the dev extra: these tests fail (not skip) without it.
 from __future__ import annotations
 
 import hashlib
+import re
 import ssl
 import time
 from collections import Counter
@@ -25,10 +26,12 @@ from kl3m_data_client import (
     ConnectionFailedError,
     InvalidInputError,
     KL3MClient,
+    ServiceError,
     Stage,
 )
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._formats import Limits
+from kl3m_data_client._keys import stage_prefix
 from kl3m_data_client._obstore import addressable
 from kl3m_data_client.models.document import DocumentContent
 from kl3m_data_client.testing import LocalBucket, LocalS3Server
@@ -46,17 +49,20 @@ def _header(info: RequestInfo, name: str) -> str:
 
 
 class _Agents:
-    """A credential check of the fault proxy that only records who sent each GET."""
+    """A credential check of the fault proxy that only records who sent each GET and list."""
 
     def __init__(self) -> None:
         self.gets: Counter[str] = Counter()
+        self.lists: Counter[str] = Counter()
         self.paths: dict[str, set[str]] = {}
 
     def __call__(self, info: RequestInfo) -> str | None:
+        agent = "obstore" if "object_store" in _header(info, "User-Agent") else "boto"
         if info.operation == "GetObject":
-            agent = "obstore" if "object_store" in _header(info, "User-Agent") else "boto"
             self.gets[agent] += 1
             self.paths.setdefault(agent, set()).add(info.path)
+        elif info.operation == "ListObjectsV2":
+            self.lists[agent] += 1
         return None
 
 
@@ -419,3 +425,209 @@ def test_sync_client_takes_the_setting(kl3m_corpus_bucket: Any) -> None:
             assert isinstance(doc.content, DocumentContent)
             got[doc.document_id] = doc.content.raw
     assert got == expected
+
+
+# -- listings -------------------------------------------------------------------------------
+
+
+async def _pages(client: AsyncKL3MClient, prefix: str, **kw: Any) -> list[Any]:
+    """Every page of a listing: its objects (key, size, etag, date) and common prefixes."""
+    out = []
+    async for page in client.store.list_pages(prefix, **kw):
+        for info in page.objects:
+            assert info.last_modified is not None and info.last_modified.tzinfo is not None
+        out.append((page.objects, page.prefixes))
+    return out
+
+
+async def _client_listings(client: AsyncKL3MClient, datasets: list[str]) -> list[Any]:
+    out: list[Any] = [await client.list_datasets()]
+    for dataset in datasets:
+        out.append(await client.get_dataset_status(dataset))
+        out.append(await client.has_dataset(dataset))
+        for stage in STAGES:
+            ids = await client.list_documents(dataset, stage)
+            out.append(ids)
+            if len(ids) > 3:
+                start = stage_prefix(stage, dataset) + ids[len(ids) // 2]
+                rest = client.iter_documents(dataset, stage, start_after=start)
+                out.append([i async for i in rest])
+    return out
+
+
+async def test_listings_same_as_aiobotocore(kl3m_corpus_bucket: Any) -> None:
+    """Every folder, string prefixes, start_after values, delimiters: the same pages."""
+    corpus = kl3m_corpus_bucket.corpus
+    keys = sorted(corpus.objects)
+    folders = sorted({k[: i + 1] for k in keys for i, c in enumerate(k) if c == "/"})
+    assert any(".." in f for f in folders) and len(folders) > 100
+    # the shallow ones, the '..' ones and a sample of the ~800 others
+    folders = [f for n, f in enumerate(folders) if f.count("/") <= 2 or ".." in f or n % 23 == 0]
+    prefixes = ["", *folders, "documents/us", "documents/usc/title-0", "index/", "no/such/"]
+    starts = [None, "", *keys[::67], "documents/dirty/../", "documents/usc/", "documents/u", "~"]
+    kwargs = kl3m_corpus_bucket.client_kwargs()
+    agents = _Agents()
+    plan = FaultPlan(rate=0.0, credential_check=agents)
+    async with (
+        FaultProxy(kl3m_corpus_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(**kwargs) as boto,
+        AsyncKL3MClient(
+            **{**kwargs, "endpoint_url": proxy.endpoint_url}, data_plane="obstore"
+        ) as ob,
+    ):
+        for prefix in prefixes:
+            assert await _pages(ob, prefix) == await _pages(boto, prefix), prefix
+        for prefix in ("", "documents/", "documents/usc/", "documents/dirty/", "representations/"):
+            for start in starts:
+                got = await _pages(ob, prefix, start_after=start)
+                assert got == await _pages(boto, prefix, start_after=start), (prefix, start)
+            for extra in ({"delimiter": "/"}, {"delimiter": "-"}, {"page_size": 150}):
+                assert await _pages(ob, prefix, **extra) == await _pages(boto, prefix, **extra)
+        datasets = sorted(corpus.datasets)
+        assert await _client_listings(ob, datasets) == await _client_listings(boto, datasets)
+    through_obstore = [f for f in folders if addressable(f[:-1])]
+    assert agents.lists["obstore"] >= len(through_obstore)
+    # ".." keys, string prefixes, delimiters and small pages: aiobotocore
+    assert agents.lists["boto"] >= 10
+
+
+#: Keys obstore refuses or silently rewrites, next to plain ones. The rewrites caught by the
+#: plane's checks: an empty ``x/`` marker, and a non-empty ``m/`` listed after ``m.json``.
+ODD_KEYS: dict[str, bytes] = {
+    "odd/a.json": b"a",
+    "odd/x.json": b"x",
+    "odd/x/": b"",
+    "odd/x/y": b"xy",
+    "odd/m.json": b"m",
+    "odd/m/": b"a folder with a body",
+    "odd/ sp [1]+=%2F§ü.json": b"awkward",
+    "odd/amp&<>'\".json": b"xml",
+    "odd/trail.": b"t",
+    "odd/.hidden": b"h",
+    "odd/empty.json": b"",
+    "odd/z//w": b"zw",
+    "odd/q/../r": b"qr",
+    "odd/./s": b"s",
+    "odd/dot/.": b"d",
+    "odd/t\x01u": b"ctl",
+    "odd/a b [1]+=%2F§ü/c.json": b"awkward folder",
+    "odd/a b [1]+=%2F§ü/d/e": b"awkward folder",
+}
+ODD_PREFIXES = ("odd/", "odd/x/", "odd/m/", "odd/q/", "odd/q/../", "odd/a b [1]+=%2F§ü/", "odd/a b")
+N_MANY = 2050  # three ListObjectsV2 pages under many/a/
+
+
+@pytest.fixture(scope="module")
+def list_bucket(kl3m_server: LocalS3Server) -> Any:
+    objects = {f"many/a/{i:05d} [§]+{i % 7}.json": b"%d" % i for i in range(N_MANY)}
+    objects.update({f"many/b/{k[4:]}": v for k, v in ODD_KEYS.items()})  # after two clean pages
+    objects.update(ODD_KEYS)
+    bucket = kl3m_server.create_bucket(objects=objects)
+    try:
+        yield bucket
+    finally:
+        bucket.close()
+
+
+async def test_odd_keys_are_listed_like_aiobotocore(list_bucket: LocalBucket) -> None:
+    agents = _Agents()
+    plan = FaultPlan(rate=0.0, credential_check=agents)
+    kwargs = list_bucket.client_kwargs()
+    async with (
+        FaultProxy(list_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(**kwargs) as boto,
+        AsyncKL3MClient(
+            **{**kwargs, "endpoint_url": proxy.endpoint_url}, data_plane="obstore"
+        ) as ob,
+    ):
+        for prefix in (*ODD_PREFIXES, "many/", "many/a/", "many/b/", "many/b/a b [1]+=%2F§ü/"):
+            for start in (None, "odd/a.json", "many/a/01000 [§]+6.json", "many/b/m.json"):
+                got = await _pages(ob, prefix, start_after=start)
+                assert got == await _pages(boto, prefix, start_after=start), (prefix, start)
+        many = await _pages(ob, "many/")
+    assert [len(objects) for objects, _ in many] == [1000, 1000, 50 + len(ODD_KEYS)]
+    keys = [info.key for objects, _ in many for info in objects]
+    assert keys == sorted(set(keys))  # S3's order (UTF-8 bytes = code points), no repeats
+    assert {k[len("many/b/") :] for k in keys[N_MANY:]} == {k[4:] for k in ODD_KEYS}
+    assert agents.lists["obstore"] >= 10 and agents.lists["boto"] >= 5
+
+
+# botocore retries a 200 answer whose XML does not parse as a 500: a ServiceError in the end
+@pytest.mark.parametrize(("kind", "error"), [*ALL_FAILING, (Fault.BAD_LIST_XML, ServiceError)])
+async def test_listing_faults_give_the_same_error(
+    list_bucket: LocalBucket, kind: Fault, error: type[Exception]
+) -> None:
+    """Every listing request faulty: the same typed error and message on both planes."""
+    outcomes = []
+    for plane in ("aiobotocore", "obstore"):
+        agents = _Agents()
+        plan = FaultPlan(
+            rate=1.0,
+            kinds={kind},
+            max_faults_per_request=None,
+            stall_seconds=1.2,
+            credential_check=agents,
+        )
+        async with (
+            FaultProxy(list_bucket.endpoint_url, plan) as proxy,
+            AsyncKL3MClient(**_kwargs(list_bucket, proxy, data_plane=plane, max_attempts=2)) as c,
+        ):
+            started = time.monotonic()
+            try:
+                await _pages(c, "many/a/")
+            except Exception as exc:
+                outcomes.append((type(exc), re.sub(r" in [0-9.]+s against .*", "", str(exc))))
+            elapsed = time.monotonic() - started
+        print(f"{plane} {kind.value}: {outcomes[-1]} in {elapsed:.2f}s, {proxy.requests}")
+        assert proxy.requests["ListObjectsV2"] <= 2 * 2  # one retry loop, never two multiplied
+        assert proxy.fired[kind] >= 1
+        assert elapsed < 12, (plane, kind, elapsed)
+        assert set(agents.lists) == {"boto" if plane == "aiobotocore" else "obstore"}
+    assert outcomes[0] == outcomes[1], outcomes
+    assert outcomes[0][0] is error
+
+
+async def test_broken_listing_pages_are_retried(list_bucket: LocalBucket) -> None:
+    """Faults on every continued page (twice each): every key listed once, in order."""
+    expected = sorted(k for k in list_bucket.corpus.objects if k.startswith("many/a/"))
+
+    def continued(info: RequestInfo) -> bool:
+        return "continuation-token" in info.query or "start-after" in info.query
+
+    agents = _Agents()
+    plan = FaultPlan(
+        rate=1.0,
+        kinds={Fault.BAD_LIST_XML, Fault.RESET_MID_BODY, Fault.TRUNCATE, Fault.SLOWDOWN_503},
+        select=continued,
+        max_faults_per_request=2,
+        ensure_each=True,
+        credential_check=agents,
+    )
+    async with (
+        FaultProxy(list_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(**_kwargs(list_bucket, proxy)) as client,
+    ):
+        listed = [info.key for objects, _ in await _pages(client, "many/a/") for info in objects]
+    assert listed == expected
+    assert proxy.fired[Fault.BAD_LIST_XML] >= 1 and proxy.fired[Fault.TRUNCATE] >= 1
+    assert proxy.fired[Fault.RESET_MID_BODY] >= 1
+    assert sum(proxy.fired.values()) >= 4
+    assert set(agents.lists) == {"obstore"}
+
+
+async def test_listing_errors_are_the_same(list_bucket: LocalBucket) -> None:
+    outcomes: dict[str, list[Any]] = {}
+    for plane in ("aiobotocore", "obstore"):
+        plan = FaultPlan(rate=0.0, credential_check=lambda info: "AccessDenied")
+        async with FaultProxy(list_bucket.endpoint_url, plan) as proxy:
+            for missing in (False, True):
+                kwargs = _kwargs(list_bucket, proxy, data_plane=plane)
+                if missing:  # straight to the server: the proxy denies everything
+                    kwargs.update(bucket="no-such-bucket", endpoint_url=list_bucket.endpoint_url)
+                async with AsyncKL3MClient(**kwargs) as client:
+                    try:
+                        await _pages(client, "many/a/")
+                    except Exception as exc:
+                        outcomes.setdefault(plane, []).append(_outcome(exc))
+    assert outcomes["aiobotocore"] == outcomes["obstore"], outcomes
+    assert [o[0] for o in outcomes["obstore"]] == ["AccessDeniedError", "NotFoundError"]

@@ -1,10 +1,11 @@
-"""The optional obstore data plane: object GETs through obstore (Rust ``object_store``).
+"""The optional obstore data plane: GETs and listings through obstore (Rust ``object_store``).
 
-Chosen with ``data_plane="obstore"``; only :meth:`S3Store.get` uses it. Listings and HEADs
-stay on aiobotocore, and so does everything around a GET: the semaphore, the retries of
-broken bodies, the per-object deadline, the ETag check and the error mapping of ``_store``.
-This module supplies one attempt (:meth:`ObstorePlane.get_once`), shaped like
-``S3Store._get_once``:
+Chosen with ``data_plane="obstore"``; :meth:`S3Store.get` and :meth:`S3Store.list_pages` use
+it. HEADs and delimiter listings stay on aiobotocore, and so does everything around a GET:
+the semaphore, the retries of broken bodies, the per-object deadline, the ETag check and the
+error mapping of ``_store``. This module supplies one GET attempt
+(:meth:`ObstorePlane.get_once`), shaped like ``S3Store._get_once``, and listings
+(:meth:`ObstorePlane.list_pages`), shaped like ``S3Store.list_pages``:
 
 * credentials come from the aiobotocore session (``get_credentials()``) through obstore's
   ``credential_provider`` callback, so refreshable credentials refresh through botocore;
@@ -12,7 +13,13 @@ This module supplies one attempt (:meth:`ObstorePlane.get_once`), shaped like
   a request that fails after obstore's own retries becomes ``_Spent``, a body that breaks
   while it is read becomes ``_BrokenBody`` (retried by the loop of ``S3Store.get``);
 * keys obstore cannot address (empty or ``.``/``..`` segments, a leading or trailing ``/``,
-  control characters) are fetched through aiobotocore.
+  control characters) are fetched through aiobotocore;
+* a listing goes through obstore only when obstore lists exactly what ListObjectsV2 would:
+  a prefix ending in ``/`` (obstore's prefixes are whole path segments), an addressable
+  ``start_after``, no delimiter, pages of 1,000 keys. obstore refuses a page holding a key it
+  cannot parse and silently drops the trailing ``/`` of a key: a page with a refused key, a key
+  out of order or outside the prefix, or an empty object (a ``folder/`` marker, probably) is
+  listed again through aiobotocore, and so is the rest of that listing.
 
 ``obstore`` is imported only when a plane is created.
 """
@@ -23,6 +30,8 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +39,12 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from kl3m_data_client._errors import InvalidInputError, SizeLimitExceededError
+from kl3m_data_client._stream import closing, within
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
 
-    from kl3m_data_client._store import S3Store
+    from kl3m_data_client._store import ListPage, ObjectInfo, S3Store
 
 logger = logging.getLogger("kl3m_data_client")
 
@@ -48,6 +58,9 @@ _NOISE = frozenset(
     | {"RetryError", "RetryErrorImpl", "GET", "S3", "Error", "Request", "Connect", "Body"}
 )
 _UNADDRESSABLE_SEGMENTS = frozenset({"", ".", ".."})
+#: Keys per ListObjectsV2 page. obstore always asks for this many (S3's maximum), so
+#: listings that want smaller pages (a one-key probe) stay on aiobotocore.
+LIST_PAGE = 1000
 _INSTALL_HINT = "data_plane='obstore' needs obstore: pip install 'kl3m-data-client[obstore]'"
 
 
@@ -163,10 +176,13 @@ class ObstorePlane:
 
     def __init__(self, store: S3Store, object_store: Any) -> None:
         import obstore
+        from obstore.exceptions import InvalidPathError
 
         self._store = store
         self._object_store = object_store
         self._get_async = obstore.get_async
+        self._list = obstore.list
+        self._invalid_path: type[Exception] = InvalidPathError
 
     async def get_once(self, client: Any, key: str) -> tuple[bytes, str | None]:
         """The bytes and, if they fail the ETag check, their digest (see ``_get_once``)."""
@@ -210,6 +226,177 @@ class ObstorePlane:
                     return data, digest
         return data, None
 
+    # -- listings --------------------------------------------------------------------------
+    @staticmethod
+    def lists(prefix: str, start_after: str | None, page_size: int) -> bool:
+        """True if obstore can list ``prefix`` (no delimiter) exactly as ListObjectsV2 does.
+
+        obstore's prefixes are whole path segments (it lists ``{prefix}/``), so ``prefix`` must
+        end with ``/``; it and ``start_after`` must reach S3 unchanged; and the pages must be
+        S3's full pages (obstore always requests 1,000 keys).
+        """
+        return (
+            page_size >= LIST_PAGE
+            and prefix.endswith("/")
+            and addressable(prefix[:-1])
+            and (not start_after or addressable(start_after))
+        )
+
+    async def list_pages(
+        self, prefix: str, start_after: str | None, page_size: int
+    ) -> AsyncIterator[ListPage]:
+        """The pages of ``S3Store.list_pages`` (no delimiter) for a listing :meth:`lists` takes.
+
+        One page ahead is requested while the caller consumes the current one. A page obstore
+        cannot list exactly ends the obstore part: aiobotocore lists the rest, from the last
+        key handed out.
+        """
+        from kl3m_data_client._store import ListPage
+
+        listing = _Listing(self, prefix, start_after or None)
+        ahead: asyncio.Future[list[ObjectInfo] | None] | None = None
+        try:
+            try:
+                objects = await listing.next()
+                if objects is None:  # like ListObjectsV2: one empty page
+                    yield ListPage()
+                    return
+                while objects is not None:
+                    ahead = asyncio.ensure_future(listing.next())
+                    yield ListPage(objects=objects)
+                    objects, ahead = await ahead, None
+                return
+            except _Unlistable as exc:
+                logger.debug("%r listed by aiobotocore after %r: %s", prefix, listing.after, exc)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+        store = self._store
+        client = await store.client()
+        rest = store._boto_pages(client, prefix, None, listing.after, page_size)
+        async with closing(rest) as pages:
+            async for page in pages:
+                yield page
+
+
+_GARBLED = ClientError(
+    {
+        "Error": {"Code": "500", "Message": "Internal Server Error"},
+        "ResponseMetadata": {"HTTPStatusCode": 500},
+    },
+    "ListObjectsV2",
+)
+
+
+class _Unlistable(Exception):
+    """obstore cannot list this page exactly (aiobotocore lists it and the rest)."""
+
+
+class _Listing:
+    """An obstore listing, chunk by chunk; a broken page is requested again from its start."""
+
+    def __init__(self, plane: ObstorePlane, prefix: str, start_after: str | None) -> None:
+        self._plane = plane
+        self._prefix = prefix
+        self._stream: Any = None
+        self._continued = False
+        #: The last key listed: where a new stream (or aiobotocore) resumes.
+        self.after = start_after
+
+    async def next(self) -> list[ObjectInfo] | None:
+        """The next page (1,000 keys, fewer at the end), or None at the end."""
+        plane, store = self._plane, self._plane._store
+        what = f"listing of {self._prefix!r}"
+        if self._continued:
+            what += " (continued page)"
+        started = time.monotonic()
+        deadline = started + store.object_deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._stream is None:
+                self._stream = plane._list(
+                    plane._object_store,
+                    self._prefix[:-1],
+                    offset=self.after or None,
+                    chunk_size=LIST_PAGE,
+                )
+            try:
+                batch = await within(anext(self._stream), deadline - time.monotonic())
+            except StopAsyncIteration:
+                return None
+            except plane._invalid_path as exc:  # a key obstore cannot parse: the whole page
+                self._stream = None
+                raise _Unlistable(_brief(exc)) from None
+            except Exception as exc:
+                self._stream = None  # a failed stream ends: the next one starts after self.after
+                if not isinstance(exc, asyncio.TimeoutError):
+                    _raise_listing_error(store, exc, what, attempt, started)
+                # a page cut or garbled while read (obstore does not retry those) or too slow
+                if attempt >= store.config.max_attempts or time.monotonic() >= deadline:
+                    if "invalid list response" in str(exc):
+                        # botocore makes a 200 answer whose XML does not parse a 500 (S3's
+                        # "200 error"): the same ServiceError here
+                        raise store._error(_GARBLED, what) from None
+                    raise store._failed(what, attempt, started, _broken(exc)) from None
+                logger.debug("retrying %s after %s", what, type(exc).__name__)
+                await store._backoff(attempt, deadline)
+                continue
+            objects = _objects(batch, self._prefix, self.after)
+            if not objects:  # an empty chunk (never seen) would end the listing
+                self._stream = None
+                why = "an empty page" if objects is not None else "a key it may have rewritten"
+                raise _Unlistable(f"obstore returned {why}")
+            self.after = objects[-1].key
+            self._continued = True
+            return objects
+
+
+def _objects(batch: Any, prefix: str, after: str | None) -> list[ObjectInfo] | None:
+    """obstore's metadata as ``ObjectInfo``; None if a key may not be the key S3 sent.
+
+    S3 lists keys in strictly increasing order, all under ``prefix``; obstore drops the
+    trailing ``/`` of a key, which shows as a key out of order or outside the prefix -- or not
+    at all, so empty objects (``folder/`` markers are empty) are left to aiobotocore too.
+    """
+    from kl3m_data_client._store import ObjectInfo
+
+    previous = after or ""
+    out: list[ObjectInfo] = []
+    append = out.append
+    for meta in batch:
+        key: str = meta["path"]
+        size = meta["size"]
+        if size <= 0 or key <= previous or not key.startswith(prefix):
+            return None
+        append(ObjectInfo(key, size, (meta["e_tag"] or "").strip('"'), meta["last_modified"]))
+        previous = key
+    return out
+
+
+def _raise_listing_error(
+    store: S3Store, exc: Exception, what: str, attempt: int, started: float
+) -> None:
+    """Raise the typed error of a failed listing request; return if the page may be retried."""
+    error = _client_error(exc, "ListObjectsV2")
+    if error is not None:  # an HTTP answer, after obstore's retries of 5xx and throttling
+        raise store._error(error, what) from None
+    if "credential provider" in str(exc):
+        raise store._error(NoCredentialsError(), what) from None
+    if "Error performing list request" in str(exc):
+        # no HTTP answer after obstore's own retries (like botocore's HTTPClientError)
+        attempts = max(attempt, store.config.max_attempts)
+        raise store._failed(what, attempts, started, ConnectionError(_brief(exc))) from None
+
+
+def _broken(exc: Exception) -> Exception:
+    from kl3m_data_client._store import _BrokenBody
+
+    if isinstance(exc, asyncio.TimeoutError):
+        return exc
+    return _BrokenBody(_brief(exc))
+
 
 def _brief(exc: Exception) -> str:
     """obstore's error in one line: its message and the innermost causes of its debug dump."""
@@ -221,7 +408,7 @@ def _brief(exc: Exception) -> str:
     return f"obstore {type(exc).__name__}: {text.strip()}{more}"
 
 
-def _client_error(exc: Exception) -> ClientError | None:
+def _client_error(exc: Exception, operation: str = "GetObject") -> ClientError | None:
     """obstore's error for an HTTP answer as botocore's ``ClientError``; None without one."""
     text = str(exc)
     status_match = _STATUS.search(text)
@@ -242,5 +429,5 @@ def _client_error(exc: Exception) -> ClientError | None:
             },
             "ResponseMetadata": {"HTTPStatusCode": status},
         },
-        "GetObject",
+        operation,
     )
