@@ -12,7 +12,8 @@ corpus ids, awkward ones included (spaces, ``[``, ``%2F``, ``§``, ``+``), under
 Also in the bucket: the corpus's parquet-stage objects under ``parquet/bench/...`` (for
 the parquet -> JSONL export), the corpus's documents-stage objects as generated under
 ``documents/orig/...``, and virtual datasets ``documents/v{N}/`` of N keys whose bodies
-cycle through those (listing and export-RSS workloads), each with an index object.
+cycle through those (listing and export-RSS workloads), each with an index object, and
+``parquet/v{N}/`` whose bodies cycle through ``parquet/bench/...`` (parquet -> JSONL RSS).
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ def build_spec(n_documents: int, seed: int, virtual: list[int]) -> dict:
             d.document_key
         ]
     virt = [(f"documents/v{n}/", n, ".json", "documents/orig/") for n in virtual]
-    for prefix, n, suffix, _ in virt:
+    for prefix, n, suffix, _ in virt:  # (the index lists the documents-stage keys)
         name = prefix.split("/")[1]
         keys = [f"{prefix}{i:08d}{suffix}" for i in range(n)]
         objects[f"index/{name}.json.gz"] = encode_index_object(name, keys)
+    # parquet-stage virtual datasets (parquet -> JSONL export RSS): bodies cycle through the
+    # corpus's parquet objects (natural sizes)
+    virt += [(f"parquet/v{n}/", n, "", f"parquet/{DATASET}/") for n in virtual]
     sizes = [len(v) for k, v in objects.items() if k.startswith(f"documents/{DATASET}/")]
     return {
         "bucket": BUCKET,
@@ -116,7 +120,7 @@ def spec_path(n_documents: int, seed: int, virtual: list[int]) -> tuple[Path, di
     """Build (or reuse from benchmarks/.cache) the pickled spec; returns (path, facts)."""
     CACHE.mkdir(exist_ok=True)
     tag = (
-        f"v2-n{n_documents}-s{seed}-v{'_'.join(map(str, virtual)) or 'none'}-t{TARGET_OBJECT_BYTES}"
+        f"v3-n{n_documents}-s{seed}-v{'_'.join(map(str, virtual)) or 'none'}-t{TARGET_OBJECT_BYTES}"
     )
     path = CACHE / f"bucket-{tag}.pkl"
     facts_path = CACHE / f"bucket-{tag}.json"

@@ -9,7 +9,8 @@ Fetch-and-decode clients list ``documents/{dataset}/``, GET every object and dec
 ``obstore``, ``ours-async`` (``AsyncKL3MClient.stream_documents``), ``ours-sync``
 (``KL3MClient.stream_documents``), ``ours-export`` (``client.export``, ``--workers``,
 ``--format``, ``--stage``). Listing: ``list-paginator``, ``list-ours``, ``list-index``,
-``list-obstore``.
+``list-obstore``, ``list-parallel`` (``list-ours`` over key ranges listed concurrently; both
+``list-ours`` and ``list-parallel`` take ``--data-plane``).
 
 The client is created and one request made (a warm-up) before the clock starts; the window
 covers listing, GETs and decoding. Prints ``RESULT {json}`` with the window's wall time and
@@ -342,7 +343,6 @@ async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
         from kl3m_data_client.export import _writers
 
         _writers._orjson = None
-        _writers.JsonlWriter.encode_on_add = False
     if os.environ.get("BENCH_NO_ENCODE_ON_ADD"):
         from kl3m_data_client.export import _writers
 
@@ -464,6 +464,106 @@ async def _list_index(a: argparse.Namespace) -> dict[str, Any]:
     return {"docs": n, "window": w}
 
 
+#: Ranges wanted (at least; up to twice as many are kept).
+_RANGES = 8
+
+
+async def _split(store: Any, client: Any, prefix: str) -> tuple[list[str], int]:
+    """Range boundaries (keys) for ``prefix``, from probes of the id's first characters.
+
+    The first page gives the alphabet of the ids. Then level by level (at most 8), one
+    ``MaxKeys=1`` ListObjectsV2 after ``prefix + stem`` and after ``prefix + stem + c`` for each
+    character ``c`` of that alphabet, concurrently: the keys returned give characters that
+    follow ``stem`` (others too: a probe returns the next key whatever it holds), and those
+    extend the stems. Any sorted boundaries partition the keys; the probes only make the
+    ranges even.
+    """
+    probes = 1
+
+    async def page(after: str | None, max_keys: int) -> Any:
+        params: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix, "MaxKeys": max_keys}
+        if after is not None:
+            params["StartAfter"] = after
+        return store._page(await store._list_once(client, params, prefix))
+
+    async def first_after(after: str) -> str | None:
+        nonlocal probes
+        probes += 1
+        objects = (await page(after, 1)).objects
+        return objects[0].key if objects else None
+
+    first = await page(None, 1000)
+    if not first.next_token:  # one page: nothing to split
+        return [], probes
+    alphabet = sorted({c for info in first.objects for c in info.key[len(prefix) :]})
+    stems = [""]
+    for _ in range(8):
+        if len(stems) >= _RANGES:
+            break
+        afters = [prefix + s + c for s in stems for c in ("", *alphabet)]
+        found = await asyncio.gather(*(first_after(x) for x in afters))
+        deeper = {
+            key[len(prefix) : len(prefix) + len(s) + 1]
+            for s in stems
+            for key in found
+            if key is not None and key.startswith(prefix + s) and len(key) > len(prefix + s)
+        }
+        if not deeper:
+            break
+        stems = sorted(deeper)
+    if len(stems) > 2 * _RANGES:  # every k-th stem
+        stems = [stems[i * len(stems) // (2 * _RANGES)] for i in range(2 * _RANGES)]
+    return [prefix + s for s in stems[1:]], probes
+
+
+async def _list_parallel(a: argparse.Namespace) -> dict[str, Any]:
+    """The ids of ``iter_documents``, listed as key ranges ``(b[i], b[i+1]]`` concurrently."""
+    from kl3m_data_client import AsyncKL3MClient
+    from kl3m_data_client._keys import document_id_from_key
+    from kl3m_data_client._stream import closing
+
+    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
+        await client.exists(a.dataset, "__warmup__")
+        store = client.store
+        prefix = f"documents/{a.dataset}/"
+        overshoot = 0
+
+        async def one_range(after: str | None, upper: str | None) -> list[str]:
+            nonlocal overshoot
+            ids: list[str] = []
+            async with closing(store.list_pages(prefix, start_after=after)) as pages:
+                async for page in pages:
+                    for info in page.objects:
+                        if upper is not None and info.key > upper:
+                            overshoot += 1
+                            continue
+                        doc_id = document_id_from_key(info.key)
+                        if doc_id:
+                            ids.append(doc_id)
+                    if upper is not None and page.objects and page.objects[-1].key > upper:
+                        break
+            return ids
+
+        with Window() as w:
+            t0 = time.perf_counter()
+            bounds, probes = await _split(store, await store.client(), prefix)
+            split_seconds = time.perf_counter() - t0
+            edges: list[str | None] = [None, *bounds, None]
+            parts = await asyncio.gather(
+                *(one_range(edges[i], edges[i + 1]) for i in range(len(edges) - 1))
+            )
+            ids = [i for part in parts for i in part]
+    assert len(set(ids)) == len(ids), "a key listed twice"
+    return {
+        "docs": len(ids),
+        "window": w,
+        "ranges": len(edges) - 1,
+        "probes": probes,
+        "split_seconds": split_seconds,
+        "overshoot": overshoot,
+    }
+
+
 async def _list_obstore(a: argparse.Namespace) -> dict[str, Any]:
     import obstore
 
@@ -489,6 +589,7 @@ RUNNERS = {
     "list-ours": lambda a: asyncio.run(_list_ours(a)),
     "list-index": lambda a: asyncio.run(_list_index(a)),
     "list-obstore": lambda a: asyncio.run(_list_obstore(a)),
+    "list-parallel": lambda a: asyncio.run(_list_parallel(a)),
 }
 
 

@@ -201,7 +201,9 @@ def read_parquet_table(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -
 
     payload = parquet_bytes(key, data, limits)
     try:
-        return pq.read_table(pa.BufferReader(payload))
+        # not pq.read_table: its dataset machinery and thread pool cost ~0.5 ms per
+        # one-row object (4x the read) and ~70 MB more peak RSS in a parquet-stage export
+        return pq.ParquetFile(pa.BufferReader(payload)).read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CorruptObjectError(key, f"invalid parquet: {exc}") from None
 

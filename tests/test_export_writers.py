@@ -1,0 +1,105 @@
+"""Part writers on their own: batching, memory layout of a batch, output bytes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kl3m_data_client.export import _writers
+from kl3m_data_client.export._writers import JsonlWriter, ParquetWriter, PartWriter
+
+
+def _records(n: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        rec: dict[str, Any] = {"id": f"doc/{i}", "identifier": f"https://x/{i}", "dataset": "d"}
+        rec["mime_type"] = "text/markdown" if i % 3 else "text/plain"
+        rec["tokens"] = [(i * 7919 + j * 31) % 128_000 for j in range(1 + (i * 37) % 90)]
+        out.append(rec)
+    return out
+
+
+def _write(writer: PartWriter, records: list[dict[str, Any]]) -> list[list[Any]]:
+    """Drive a writer as the exporter does; returns the batches it was handed."""
+    batches = []
+    for record in records:
+        if writer.add(record):
+            batch = writer.take_batch()
+            batches.append(batch)
+            writer.write_batch(batch)
+    pending = writer.take_batch()
+    batches.append(pending)
+    writer.finish(pending)
+    return batches
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    """Lines encoded on add go into one buffer per batch (many small bytes objects freed
+    together fragment the C heap), of bounded size; the part is byte-identical to encoding
+    in the thread (whose batches are cut elsewhere: no byte bound)."""
+    monkeypatch.setattr(_writers, "BATCH_RECORDS", 7)
+    monkeypatch.setattr(_writers, "BATCH_UNITS", 300)
+    monkeypatch.setattr(_writers, "BATCH_BYTES", 1000)
+    records = _records(100)
+    on_add = JsonlWriter(tmp_path / "a.jsonl", compression)
+    assert on_add.encode_on_add
+    batches = _write(on_add, records)
+    assert len(batches) > 100 // 7  # some batches were cut by units or bytes
+    for batch in batches[:-1]:
+        assert len(batch) == 1 and type(batch[0]) is bytearray
+        lines = bytes(batch[0]).splitlines(keepends=True)
+        assert sum(map(len, lines[:-1])) < 1000  # cut at the first line reaching the bound
+    monkeypatch.setattr(JsonlWriter, "encode_on_add", False)
+    in_thread = JsonlWriter(tmp_path / "b.jsonl", compression)
+    _write(in_thread, records)
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert a == b
+    raw = gzip.decompress(a) if compression == "gzip" else a
+    if compression == "zstd":
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(a)
+    assert [json.loads(line) for line in raw.splitlines()] == records
+
+
+def test_parquet_row_groups_are_bounded_and_tokens_buffered_compactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(_writers, "BATCH_RECORDS", 20)
+    monkeypatch.setattr(_writers, "BATCH_UNITS", 500)
+    records = _records(120)
+    probe = ParquetWriter(tmp_path / "probe.parquet", "zstd", "parquet", "tokens")
+    probe.add(records[0])
+    (buffered,) = probe.take_batch()
+    probe.finish([buffered])
+    assert type(buffered["tokens"]) is array and buffered["tokens"].itemsize == 4  # not ints
+    assert type(records[0]["tokens"]) is list  # the caller's record is left alone
+
+    _write(ParquetWriter(tmp_path / "p.parquet", "zstd", "parquet", "tokens"), records)
+
+    pf = pq.ParquetFile(tmp_path / "p.parquet")
+    assert pf.metadata.num_row_groups > 120 // 20
+    longest = max(len(r["tokens"]) for r in records)
+    for i in range(pf.metadata.num_row_groups):
+        group = pf.read_row_group(i)
+        tokens = sum(len(t) for t in group.column("tokens").to_pylist())
+        assert group.num_rows <= 20
+        assert tokens < 500 + longest  # cut at the first record that reaches the bound
+    assert pf.read().to_pylist() == records
+    columns = pf.metadata.row_group(0)
+    encodings = {
+        columns.column(j).path_in_schema: columns.column(j).encodings
+        for j in range(columns.num_columns)
+    }
+    dictionary = {path for path, enc in encodings.items() if "RLE_DICTIONARY" in enc}
+    assert dictionary == {"dataset", "mime_type", "tokens.list.element"}
