@@ -43,8 +43,6 @@ FETCH_CLIENTS = [
     "ours-sync",
     "ours-export-1",
     "ours-export-2",
-    "ours-async-obstore",
-    "ours-export-obstore",
 ]
 LABELS = {
     "ref": "reference kl3m-data-client 0.2.0 (HEAD+GET, sequential)",
@@ -56,8 +54,6 @@ LABELS = {
     "ours-sync": "ours: KL3MClient.stream_documents (sync)",
     "ours-export-1": "ours: export documents->JSONL, 1 worker",
     "ours-export-2": "ours: export documents->JSONL, 2 worker processes",
-    "ours-async-obstore": "ours: stream_documents, data_plane='obstore'",
-    "ours-export-obstore": "ours: export documents->JSONL, 1 worker, data_plane='obstore'",
     "ours-export-parquet": "ours: export documents->Parquet, 1 worker",
     "ours-export-pq-jsonl": "ours: export parquet stage->JSONL (tokens), 1 worker",
     # prototypes (benchmarks only; run them with --only): proposed changes outside export/
@@ -67,9 +63,7 @@ LABELS = {
 LIST_METHODS = (
     ("list-paginator", "aiobotocore paginator (ListObjectsV2, 1000/page)"),
     ("list-ours", "ours: iter_documents (same pages + ObjectInfo)"),
-    ("list-ours-obstore", "ours: iter_documents, data_plane='obstore'"),
     ("list-parallel", "ours: key ranges listed concurrently (prototype)"),
-    ("list-parallel-obstore", "ours: key ranges listed concurrently, data_plane='obstore'"),
     ("list-index", "ours: get_dataset_index (one gzip JSON GET)"),
     ("list-obstore", "obstore list"),
 )
@@ -127,11 +121,7 @@ def available(client: str) -> bool:
         "s3fs": "s3fs",
         "obstore": "obstore",
         "obstore-export": "obstore",
-        "ours-async-obstore": "obstore",
-        "ours-export-obstore": "obstore",
         "list-obstore": "obstore",
-        "list-ours-obstore": "obstore",
-        "list-parallel-obstore": "obstore",
         "boto3": "boto3",
         "ref": "boto3",
     }
@@ -281,11 +271,6 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
 
 def workload(client: str, endpoint: Endpoint, **kw: Any) -> list[str]:
     args = [str(HERE / "workloads.py")]
-    if client.startswith(("ours-", "list-ours", "list-parallel")) and client.endswith("-obstore"):
-        client = client.removesuffix("-obstore")
-        args += ["--data-plane", "obstore"]
-        if client == "ours-export":
-            client = "ours-export-1"
     if client.startswith("ours-export"):
         args.append("ours-export")
         variant = client[len("ours-export-") :]
@@ -690,23 +675,10 @@ def targets(results: dict[str, Any]) -> str:
     check("export 1 worker / obstore (goal: >= 1x)", "ours-export-1", "obstore", 1.0)
     if dps("obstore-export") is not None:
         check(
-            "obstore data plane: export via obstore / ours-export-1 (keep if)",
+            "prototype: export with GETs via obstore / ours-export-1 (keep a plane if)",
             "obstore-export",
             "ours-export-1",
             2.0,
-        )
-    if dps("ours-export-obstore") is not None:
-        check(
-            "data_plane='obstore': export / export 1 worker (keep if)",
-            "ours-export-obstore",
-            "ours-export-1",
-            2.0,
-        )
-        check(
-            "data_plane='obstore': export / obstore raw GET (goal: >= 1x)",
-            "ours-export-obstore",
-            "obstore",
-            1.0,
         )
     for c, runs_rss in (results.get("rss") or {}).items():
         vals = [r for r in runs_rss.values() if "error" not in r]

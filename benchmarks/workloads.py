@@ -9,8 +9,7 @@ Fetch-and-decode clients list ``documents/{dataset}/``, GET every object and dec
 ``obstore``, ``ours-async`` (``AsyncKL3MClient.stream_documents``), ``ours-sync``
 (``KL3MClient.stream_documents``), ``ours-export`` (``client.export``, ``--workers``,
 ``--format``, ``--stage``). Listing: ``list-paginator``, ``list-ours``, ``list-index``,
-``list-obstore``, ``list-parallel`` (``list-ours`` over key ranges listed concurrently; both
-``list-ours`` and ``list-parallel`` take ``--data-plane``).
+``list-obstore``, ``list-parallel`` (``list-ours`` over key ranges listed concurrently).
 
 The client is created and one request made (a warm-up) before the clock starts; the window
 covers listing, GETs and decoding. Prints ``RESULT {json}`` with the window's wall time and
@@ -301,7 +300,6 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "aws_access_key_id": KEY_ID,
         "aws_secret_access_key": SECRET,
         "max_concurrency": a.concurrency,
-        "data_plane": a.data_plane,
     }
     return kwargs
 
@@ -603,7 +601,6 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--format", default="jsonl")
     ap.add_argument("--stage", default="documents")
-    ap.add_argument("--data-plane", default="aiobotocore", choices=("aiobotocore", "obstore"))
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")

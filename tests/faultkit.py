@@ -1,4 +1,4 @@
-"""Shared pieces of the fault-injection tests (test_faults.py, test_obstore.py)."""
+"""Shared pieces of the fault-injection tests."""
 
 from __future__ import annotations
 

@@ -73,7 +73,6 @@ class AsyncKL3MClient:
         verify: bool | str | None = None,
         limits: Limits | None = None,
         verbose: bool = False,
-        data_plane: str = "aiobotocore",
         session: Any = None,
         config: ClientConfig | None = None,
     ) -> None:
@@ -99,7 +98,6 @@ class AsyncKL3MClient:
                 verify=verify,
                 limits=limits,
                 verbose=verbose,
-                data_plane=data_plane,
             )
         self.config = config
         self._session = session

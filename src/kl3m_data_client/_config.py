@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -38,8 +37,6 @@ class ClientConfig:
     verify: bool | str | None = None
     limits: Limits = DEFAULT_LIMITS
     verbose: bool = False
-    #: Where object GETs go: ``"aiobotocore"`` or ``"obstore"`` (the ``obstore`` extra).
-    data_plane: str = "aiobotocore"
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not self.bucket:
@@ -63,14 +60,6 @@ class ClientConfig:
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
             raise InvalidInputError(
                 "aws_access_key_id and aws_secret_access_key must be given together"
-            )
-        if self.data_plane not in ("aiobotocore", "obstore"):
-            raise InvalidInputError(
-                f"data_plane must be 'aiobotocore' or 'obstore', got {self.data_plane!r}"
-            )
-        if self.data_plane == "obstore" and importlib.util.find_spec("obstore") is None:
-            raise InvalidInputError(
-                "data_plane='obstore' needs obstore: pip install 'kl3m-data-client[obstore]'"
             )
 
     @classmethod

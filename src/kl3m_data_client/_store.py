@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -50,11 +50,8 @@ from kl3m_data_client._errors import (
     ServiceError,
     SizeLimitExceededError,
 )
-from kl3m_data_client._stream import closing, within
+from kl3m_data_client._stream import within
 from kl3m_data_client._timestamps import install as install_fast_timestamps
-
-if TYPE_CHECKING:
-    from kl3m_data_client._obstore import ObstorePlane
 
 logger = logging.getLogger("kl3m_data_client")
 T = TypeVar("T")
@@ -210,8 +207,6 @@ class S3Store:
         self.config = config
         self._session = session
         self._client: Any = None
-        #: GETs through obstore (``data_plane="obstore"``), set up with the client.
-        self._plane: ObstorePlane | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(config.max_concurrency)
@@ -260,14 +255,6 @@ class S3Store:
         except BotoCoreError as exc:
             await stack.aclose()
             raise InvalidInputError(f"cannot configure the S3 client: {exc}") from exc
-        if cfg.data_plane == "obstore":
-            from kl3m_data_client._obstore import create_plane
-
-            try:
-                self._plane = await create_plane(self, session, client)
-            except BaseException:
-                await stack.aclose()
-                raise
         self._stack = stack
         install_log_redaction()
         return client
@@ -276,7 +263,6 @@ class S3Store:
         """Close the S3 client and its connection pool."""
         self._closed = True
         stack, self._stack, self._client = self._stack, None, None
-        self._plane = None
         if stack is not None:
             await stack.aclose()
 
@@ -348,35 +334,13 @@ class S3Store:
         start_after: str | None = None,
         page_size: int = 1000,
     ) -> AsyncIterator[ListPage]:
-        """Yield ListObjectsV2 pages of ``prefix``; a failed page is retried from its token.
-
-        With ``data_plane="obstore"`` the listings obstore does exactly go through it
-        (``ObstorePlane.lists``); delimiter listings and small pages stay on aiobotocore.
-        """
+        """Yield ListObjectsV2 pages of ``prefix``; a failed page is retried from its token."""
         _check_str(prefix, "prefix", empty=True)
         if start_after is not None:
             _check_str(start_after, "start_after", empty=True)
         if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
             raise InvalidInputError(f"page_size must be 1..1000, got {page_size!r}")
         client = await self.client()
-        plane = self._plane
-        if plane is not None and not delimiter and plane.lists(prefix, start_after, page_size):
-            pages = plane.list_pages(prefix, start_after, page_size)
-        else:
-            pages = self._boto_pages(client, prefix, delimiter, start_after, page_size)
-        async with closing(pages) as listed:
-            async for page in listed:
-                yield page
-
-    async def _boto_pages(
-        self,
-        client: Any,
-        prefix: str,
-        delimiter: str | None,
-        start_after: str | None,
-        page_size: int,
-    ) -> AsyncIterator[ListPage]:
-        """:meth:`list_pages` through aiobotocore."""
         params: dict[str, Any] = {
             "Bucket": self.config.bucket,
             "Prefix": prefix,
@@ -467,11 +431,9 @@ class S3Store:
         requested again: at most ``max_attempts`` times, with exponential backoff and jitter,
         within :attr:`object_deadline` seconds. Errors that botocore already retried
         (throttling, 5xx, connection failures before a response) are not multiplied here.
-        With ``data_plane="obstore"`` each attempt goes through obstore (``_obstore``).
         """
         _check_str(key, "key")
         client = await self.client()
-        fetch = self._get_once if self._plane is None else self._plane.get_once
         what = f"object {key!r}"
         started = time.monotonic()
         deadline = started + self.object_deadline
@@ -485,7 +447,7 @@ class S3Store:
                     if remaining <= 0:
                         raise _Deadline
                     try:
-                        data, digest = await within(fetch(client, key), remaining)
+                        data, digest = await within(self._get_once(client, key), remaining)
                     except asyncio.TimeoutError:
                         raise _Deadline from None
                 if digest is None:
