@@ -703,7 +703,8 @@ def test_demo_interrupted_exit_130(tmp_path: Path) -> None:
     import signal
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kl3m_data_client.cli", "demo", "--documents", "30"],
+        # enough documents that the demo is still running when the signal comes
+        [sys.executable, "-m", "kl3m_data_client.cli", "demo", "--documents", "600"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=cli_env(),
@@ -711,11 +712,12 @@ def test_demo_interrupted_exit_130(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.stderr is not None
-    assert "starting a local S3 server" in proc.stderr.readline()
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
-    rest = proc.stderr.read()
-    proc.stderr.close()
+    with proc.stderr:
+        assert "starting a local S3 server" in proc.stderr.readline()
+        time.sleep(0.5)
+        assert proc.poll() is None, "the demo finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        rest = proc.stderr.read()
     assert "interrupted" in rest and "Traceback" not in rest
     assert launchers_of(proc.pid) == []

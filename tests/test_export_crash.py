@@ -209,7 +209,8 @@ def test_external_sigkill_and_ctrl_c_leave_resumable_state(setup: Any, tmp_path:
     dest = tmp_path / "stopped"
     child_options = {**options, "client": kwargs, "dest": str(dest)}
     for sig in (signal.SIGKILL, signal.SIGINT):
-        proc = _run_child(script, child_options, ["slow", "", 0.05], wait=False)
+        # slow GETs (2 in flight, 0.2 s each): a part every ~0.2 s, the signal lands mid-run
+        proc = _run_child(script, child_options, ["slow", "", 0.2], wait=False)
         manifest = dest / "manifest.json"
         deadline = time.monotonic() + 60
         parts_before = len(list((dest / "data").glob("part-*"))) if dest.exists() else 0
