@@ -698,13 +698,21 @@ def test_demo_json_leaves_no_process(tmp_path: Path) -> None:
     assert launchers_of(proc.pid) == []
 
 
+#: ``python -m kl3m_data_client.cli`` with Python's own SIGINT handler, as in a terminal.
+_WITH_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('kl3m_data_client.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_demo_interrupted_exit_130(tmp_path: Path) -> None:
     import signal
 
     proc = subprocess.Popen(
+        # Ctrl-C handled even if this test runs with SIGINT ignored (a background job);
         # enough documents that the demo is still running when the signal comes
-        [sys.executable, "-m", "kl3m_data_client.cli", "demo", "--documents", "600"],
+        [sys.executable, "-c", _WITH_SIGINT, "demo", "--documents", "600"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=cli_env(),

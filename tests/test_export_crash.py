@@ -24,6 +24,8 @@ from kl3m_data_client import KL3MClient
 CHILD = r"""
 import asyncio, json, os, signal, sys, time
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+
 args = json.loads(sys.argv[1])
 hook = args.pop("hook", None)
 slow_everywhere = args.pop("slow_everywhere", 0)

@@ -60,7 +60,12 @@ def iterate_in_portal(
         try:
             async with send:
                 async for item in source:
-                    await send.send(item)
+                    # send() yields to the loop before every item (an anyio checkpoint: an
+                    # extra loop cycle, ~50 us); only wait when the buffer is full
+                    try:
+                        send.send_nowait(item)
+                    except anyio.WouldBlock:
+                        await send.send(item)
         finally:
             await source.aclose()  # type: ignore[attr-defined]
 
