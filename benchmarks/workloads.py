@@ -341,10 +341,6 @@ async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
         from kl3m_data_client.export import _writers
 
         _writers._orjson = None
-    if os.environ.get("BENCH_NO_ENCODE_ON_ADD"):
-        from kl3m_data_client.export import _writers
-
-        _writers.JsonlWriter.encode_on_add = False
 
     async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")

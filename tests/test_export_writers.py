@@ -43,23 +43,20 @@ def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
 ) -> None:
     """Lines encoded on add go into one buffer per batch (many small bytes objects freed
-    together fragment the C heap), of bounded size; the part is byte-identical to encoding
-    in the thread (whose batches are cut elsewhere: no byte bound)."""
+    together fragment the C heap), of bounded size; the part's bytes do not depend on where
+    batches are cut."""
+    records = _records(100)
+    one_batch = JsonlWriter(tmp_path / "b.jsonl", compression)
+    assert len(_write(one_batch, records)) == 1  # default bounds: everything in one batch
     monkeypatch.setattr(_writers, "BATCH_RECORDS", 7)
     monkeypatch.setattr(_writers, "BATCH_UNITS", 300)
     monkeypatch.setattr(_writers, "BATCH_BYTES", 1000)
-    records = _records(100)
-    on_add = JsonlWriter(tmp_path / "a.jsonl", compression)
-    assert on_add.encode_on_add
-    batches = _write(on_add, records)
+    batches = _write(JsonlWriter(tmp_path / "a.jsonl", compression), records)
     assert len(batches) > 100 // 7  # some batches were cut by units or bytes
     for batch in batches[:-1]:
         assert len(batch) == 1 and type(batch[0]) is bytearray
         lines = bytes(batch[0]).splitlines(keepends=True)
         assert sum(map(len, lines[:-1])) < 1000  # cut at the first line reaching the bound
-    monkeypatch.setattr(JsonlWriter, "encode_on_add", False)
-    in_thread = JsonlWriter(tmp_path / "b.jsonl", compression)
-    _write(in_thread, records)
     a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
     assert a == b
     raw = gzip.decompress(a) if compression == "gzip" else a

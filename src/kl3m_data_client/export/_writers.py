@@ -101,7 +101,7 @@ class PartWriter:
         self._raw: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/abort
         self.sink = HashingFile(self._raw)
         self.records = 0
-        self._batch: list[Any] = []  # records (or, for JsonlWriter, their encoded lines)
+        self._batch: list[Any] = []  # records (JsonlWriter keeps encoded lines instead)
         self._units = 0
 
     # the exporter calls add() on the event loop and write_pending() in a thread
@@ -204,16 +204,6 @@ def encode_line(record: Record) -> bytes:
         return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
 
-def encode_lines(batch: list[Record]) -> bytes:
-    """The JSON Lines of ``batch``."""
-    if _orjson is None:
-        try:
-            return "".join(_dumps(r) + "\n" for r in batch).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate somewhere: line by line
-            pass
-    return b"".join([encode_line(r) for r in batch])
-
-
 class JsonlWriter(PartWriter):
     """JSON Lines, uncompressed, gzip (mtime 0) or zstd (level 3, single frame)."""
 
@@ -231,23 +221,16 @@ class JsonlWriter(PartWriter):
             self._stream = zstandard.ZstdCompressor(level=3).stream_writer(sink, closefd=False)
         else:
             self._stream = self.sink
-        self._lines = bytearray()  # encoded lines of the batch (``encode_on_add``)
+        self._lines = bytearray()  # the encoded lines of the batch
         self._pending = 0  # records in ``_lines``
 
-    #: A record is encoded when it is added (on the event loop; with orjson ~25 us for a
-    #: 47 KB document) and the batch holds bytes: the writer thread then only hashes and
-    #: writes (both release the GIL), so it no longer competes with the fetching for it, and
-    #: a batch of token records is ~6 bytes per token instead of ~40 as Python ints (a
-    #: parquet -> JSONL export without orjson peaked at 325 MB instead of 170).
-    encode_on_add = True
-
     def add(self, record: Record) -> bool:
-        if not self.encode_on_add:
-            return super().add(record)
-        # Lines are copied into one buffer per batch, not kept as separate bytes objects: a
-        # batch of orjson's over-allocated-then-shrunk outputs, freed together, fragments the
-        # C heap (a parquet -> JSONL export grew by ~5 MB per 1,000 documents); it also saves
-        # the join of the batch.
+        # A record is encoded when it is added (on the event loop; with orjson ~25 us for a
+        # 47 KB document): the writer thread then only hashes and writes (both release the
+        # GIL), and a batch of token records is ~6 bytes per token instead of ~40 as Python
+        # ints. Lines go into one buffer per batch, not separate bytes objects: a batch of
+        # those, freed together, fragmented the C heap (a parquet -> JSONL export grew by
+        # ~5 MB per 1,000 documents).
         self._lines += encode_line(record)
         self._pending += 1
         self.records += 1
@@ -259,19 +242,12 @@ class JsonlWriter(PartWriter):
         )
 
     def take_batch(self) -> list[Any]:
-        if not self.encode_on_add:
-            return super().take_batch()
         lines, self._lines, self._pending, self._units = self._lines, bytearray(), 0, 0
         return [lines] if lines else []
 
     def write_batch(self, batch: list[Any]) -> None:
-        if not batch:
-            return
-        if type(batch[0]) is bytearray:  # the lines encoded by add()
-            for chunk in batch:
-                self._stream.write(chunk)
-        else:
-            self._stream.write(encode_lines(batch))
+        for lines in batch:
+            self._stream.write(lines)
 
     def _close_encoder(self) -> None:
         if self._stream is not self.sink:
