@@ -186,7 +186,8 @@ def install_log_redaction() -> None:
 def _check_str(value: object, what: str, *, empty: bool = False) -> str:
     """``value`` if it is a string (non-empty unless ``empty``), else InvalidInputError."""
     if not isinstance(value, str) or not (value or empty):
-        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
+        kind = "a string" if empty else "a non-empty string"
+        raise InvalidInputError(f"{what} must be {kind}, got {value!r}")
     return value
 
 

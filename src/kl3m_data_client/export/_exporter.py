@@ -50,7 +50,7 @@ from kl3m_data_client.export._manifest import (
     wipe,
     write_manifest,
 )
-from kl3m_data_client.export._options import ExportPlan, make_plan
+from kl3m_data_client.export._options import PLAN_OPTIONS, ExportPlan, make_plan
 from kl3m_data_client.export._records import (
     Record,
     Skip,
@@ -301,29 +301,8 @@ def _error_of(key: str, reason: str) -> KL3MError:
     return CorruptObjectError(key, reason)
 
 
-_PLAN_OPTIONS = frozenset(
-    {
-        "stage",
-        "format",
-        "compression",
-        "content",
-        "key_prefix",
-        "ids",
-        "max_documents",
-        "mime_types",
-        "min_tokens",
-        "max_tokens",
-        "deduplicate",
-        "shard",
-        "records_per_part",
-        "max_concurrency",
-        "workers",
-    }
-)
-
-
 def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPlan:
-    unknown = sorted(set(options) - _PLAN_OPTIONS)
+    unknown = sorted(set(options) - PLAN_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
     if options.get("max_concurrency") is None:
@@ -809,4 +788,4 @@ async def export(
 
 def export_options_help() -> Iterable[str]:
     """The names of the export options (for the CLI and docs)."""
-    return sorted(_PLAN_OPTIONS | {"resume", "overwrite", "progress"})
+    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress"})

@@ -37,6 +37,8 @@ FINGERPRINT_FIELDS = (
     "records_per_part",
     "workers",
 )
+#: The keyword options of an export (``make_plan`` takes ``bucket``/``dataset_id`` apart).
+PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {"max_concurrency"}
 
 
 @dataclass(frozen=True)

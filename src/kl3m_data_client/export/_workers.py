@@ -95,14 +95,19 @@ def _put(q: Any, batch: list[Dealt] | None, stop: threading.Event) -> None:
             continue
 
 
+def _orphaned() -> bool:
+    """True in a spawned worker whose exporting process is gone."""
+    parent = multiprocessing.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
 def _get(q: Any) -> list[Dealt] | None:
     """The next batch from the parent; fails if the parent process is gone."""
     while True:
         try:
             return q.get(timeout=1.0)  # type: ignore[no-any-return]
         except queue_module.Empty:
-            parent = multiprocessing.parent_process()
-            if parent is not None and not parent.is_alive():
+            if _orphaned():
                 raise RuntimeError("the exporting process is gone") from None
 
 
@@ -172,10 +177,9 @@ def _worker_lock(dest: Path) -> Iterator[None]:
 
 async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
     """The stream's result; cancel it (its open part is aborted) if the parent dies."""
-    parent = multiprocessing.parent_process()
     while not stream.done():
         await asyncio.wait([stream], timeout=ORPHAN_CHECK_INTERVAL)
-        if parent is not None and not parent.is_alive() and not stream.done():
+        if not stream.done() and _orphaned():
             stream.cancel()
             await asyncio.gather(stream, return_exceptions=True)
             raise RuntimeError("the exporting process is gone: worker stopped")
