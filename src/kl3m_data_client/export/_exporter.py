@@ -38,6 +38,7 @@ from kl3m_data_client._keys import (
 from kl3m_data_client._stream import closing, ordered_map
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
+    WORKERS_LOCK,
     Manifest,
     clean_temporaries,
     diff_options,
@@ -544,8 +545,6 @@ async def run_stream(
 
 
 # ------------------------------------------------------------------------------ orchestration
-#: Held (shared) by every spawned worker while it runs; see :meth:`_DestinationLock.acquire`.
-WORKERS_LOCK = ".workers.lock"
 #: Seconds a new run waits for the workers of a killed run to stop.
 WORKERS_GONE_TIMEOUT = 30.0
 

@@ -27,6 +27,9 @@ from kl3m_data_client.export._writers import TMP_SUFFIX, fsync_dir, tmp_name
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"
+#: Held (shared) by every spawned export worker while it runs: a new run of the export waits
+#: until it is free (a worker whose exporting process was killed must stop first).
+WORKERS_LOCK = ".workers.lock"
 DATA_DIR = "data"
 FORMAT_VERSION = 1
 TOOL = "kl3m-data-client export"
@@ -97,19 +100,24 @@ def write_manifest(dest: Path, manifest: Manifest) -> None:
 
 
 @contextlib.contextmanager
-def manifest_lock(dest: Path) -> Iterator[None]:
-    """An exclusive inter-process lock for read-modify-write of the manifest."""
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """A blocking inter-process lock (``flock``) on ``path``, created if missing."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - Windows: one process writes the manifest
+    except ImportError:  # pragma: no cover - Windows: no inter-process locking
         yield
         return
-    fd = os.open(dest / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def manifest_lock(dest: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive inter-process lock for read-modify-write of the manifest."""
+    return file_lock(dest / LOCK)
 
 
 def update_manifest(dest: Path, change: Callable[[Manifest], None]) -> Manifest:

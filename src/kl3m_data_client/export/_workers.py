@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import pickle
 import queue as queue_module
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
 
 if TYPE_CHECKING:
@@ -144,35 +144,13 @@ async def _work(
             q.put(("progress", j, counters.as_dict()))
 
     items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
-    with _worker_lock(dest):
+    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _DestinationLock.acquire
         async with AsyncKL3MClient(config=config) as client:
             stream = asyncio.ensure_future(
                 run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
             )
             counters = await _unless_orphaned(stream)
     q.put(("done", j, counters.as_dict()))
-
-
-@contextlib.contextmanager
-def _worker_lock(dest: Path) -> Iterator[None]:
-    """Hold the destination's workers lock (shared) while this worker runs.
-
-    A new run of the same export waits until it is free: a worker whose parent was killed
-    must stop writing before another run resumes its stream.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    from kl3m_data_client.export._exporter import WORKERS_LOCK
-
-    fd = os.open(dest / WORKERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
