@@ -44,14 +44,20 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
 from kl3m_data_client._keys import object_key, stage_prefix
-from kl3m_data_client._stream import closing, ordered_map
+from kl3m_data_client._stream import closing
 from kl3m_data_client.export._distributed import (
     distributed_fingerprint,
     export_shard,
     merge_shards,
     prepare_destination,
 )
-from kl3m_data_client.export._exporter import Item, Outcome, _error_of, _fetcher, iter_items
+from kl3m_data_client.export._exporter import (
+    Item,
+    Outcome,
+    _error_of,
+    iter_items,
+    iter_outcomes,
+)
 from kl3m_data_client.export._options import ExportPlan, IdSource, make_plan
 from kl3m_data_client.export._records import Record
 from kl3m_data_client.export._report import ExportProgress, ExportReport
@@ -272,9 +278,7 @@ async def iter_shard_blocks(
 
     schema = parquet_schema(plan.stage, plan.content)
     async with AsyncKL3MClient(config=config) as client:
-        outcomes = ordered_map(
-            _shard_items(client, plan, shard), _fetcher(client, plan), window=plan.max_concurrency
-        )
+        outcomes = iter_outcomes(client, plan, items=_shard_items(client, plan, shard))
         batch: list[Record] = []
         async with closing(outcomes) as stream:
             async for outcome in stream:
