@@ -136,7 +136,7 @@ async def test_no_secrets_in_debug_logs_reprs_and_errors(
 
 
 def test_redaction_patterns() -> None:
-    from kl3m_data_client._store import redact
+    from kl3m_data_client._redact import redact
 
     samples = [
         f"headers={{'X-Amz-Security-Token': b'{TOKEN}'}}",

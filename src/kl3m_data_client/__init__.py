@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._errors import (
     AccessDeniedError,
+    BucketNotFoundError,
     ClientClosedError,
     ConnectionFailedError,
     CorruptObjectError,
@@ -42,6 +43,7 @@ __all__ = [
     "AccessDeniedError",
     "AsyncDocument",
     "AsyncKL3MClient",
+    "BucketNotFoundError",
     "ClientClosedError",
     "ClientConfig",
     "ConnectionFailedError",

@@ -42,6 +42,7 @@ from botocore.parsers import ResponseParserError
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import (
     AccessDeniedError,
+    BucketNotFoundError,
     ClientClosedError,
     ConnectionFailedError,
     InvalidInputError,
@@ -50,6 +51,7 @@ from kl3m_data_client._errors import (
     ServiceError,
     SizeLimitExceededError,
 )
+from kl3m_data_client._redact import install_log_redaction, remember_secrets
 from kl3m_data_client._stream import within
 from kl3m_data_client._timestamps import install as install_fast_timestamps
 
@@ -117,72 +119,6 @@ class _Spent(Exception):
 _MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
-# -- secrets in logs ----------------------------------------------------------------------
-# botocore's DEBUG records carry the signed request headers (X-Amz-Security-Token) and, for
-# STS or container credentials, response bodies with keys. A logging.Filter on the botocore
-# and aiobotocore loggers rewrites such records before any handler sees them; it adds no
-# handler and changes no level.
-
-_SECRET_PATTERNS = (
-    re.compile(
-        r"((?:x-amz-security-token|aws_secret_access_key|aws_session_token|secret_?access_?key"
-        r"|session_?token|[\"']token[\"'])[\"']?\s*[:=]\s*b?[\"']?)([^\"'\s,&;}<>]+)",
-        re.IGNORECASE,
-    ),
-    re.compile(r"(<(?:SecretAccessKey|SessionToken|Token)>)([^<]+)", re.IGNORECASE),
-)
-_KNOWN_SECRETS: set[str] = set()
-_REDACTED_LOGGERS = ("botocore", "aiobotocore", "urllib3", "s3transfer")
-
-
-def _remember_secrets(*values: str | None) -> None:
-    _KNOWN_SECRETS.update(v for v in values if v and len(v) >= 8)
-
-
-def redact(text: str) -> str:
-    """``text`` with credentials (session tokens, secret keys) replaced by ``***``."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(r"\1***", text)
-    for secret in _KNOWN_SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-class RedactSecretsFilter(logging.Filter):
-    """Rewrite log records that carry credentials (a filter: no handler, no level change)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record: leave it to the handler's own error path
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_FILTER = RedactSecretsFilter()
-
-
-def install_log_redaction() -> None:
-    """Attach the redacting filter to every botocore/aiobotocore logger created so far.
-
-    Logger filters only see records logged on that very logger (not ones propagated from
-    children), so the filter goes on each module logger; it is called again whenever a
-    client is created, which picks up modules imported since.
-    """
-    names = set(_REDACTED_LOGGERS)
-    for name, obj in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(obj, logging.Logger) and name.split(".", 1)[0] in _REDACTED_LOGGERS:
-            names.add(name)
-    for name in names:
-        log = logging.getLogger(name)
-        if _FILTER not in log.filters:
-            log.addFilter(_FILTER)
-
-
 def _check_str(value: object, what: str, *, empty: bool = False) -> str:
     """``value`` if it is a string (non-empty unless ``empty``), else InvalidInputError."""
     if not isinstance(value, str) or not (value or empty):
@@ -218,7 +154,7 @@ class S3Store:
             config.connect_timeout + config.read_timeout
         )
         self._check_md5 = True
-        _remember_secrets(config.aws_secret_access_key, config.aws_session_token)
+        remember_secrets(config.aws_secret_access_key, config.aws_session_token)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def client(self) -> Any:
@@ -280,7 +216,7 @@ class S3Store:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code == "NoSuchBucket":
-                return NotFoundError(f"bucket {bucket!r} does not exist", key=key)
+                return BucketNotFoundError(f"bucket {bucket!r} does not exist", key=key)
             if code in _DENIED or status == 403:
                 return AccessDeniedError(
                     f"access denied to {what} in bucket {bucket!r}: {_ACCESS_HINT}", key=key
