@@ -407,11 +407,24 @@ class S3Store:
             if isinstance(status, int) and 300 <= status < 400:
                 location = str(headers.get("location", ""))
                 target = _redirect_target(location, self.config.endpoint_url)
+                why = (
+                    "redirects to another host are never followed and no credentials were "
+                    "sent there"
+                    if target.startswith("another")
+                    else "botocore could not follow it"
+                )
                 return ServiceError(
-                    f"{where} answered {what} with a redirect ({status}) to {target}; "
-                    "redirects are not followed and no credentials were sent there: check "
-                    "endpoint_url and region",
+                    f"{where} answered {what} with a redirect ({status}) to {target}; {why}: "
+                    "check endpoint_url and region",
                     code=code or str(status),
+                    **info,
+                )
+            message = err.get("Message") or ""
+            if code in _PER_OBJECT_CODES:  # S3 answers 403 InvalidObjectState (archived)
+                return ServiceError(
+                    f"S3 error {code} for {what}: {message}".rstrip(": "),
+                    code=code,
+                    per_object=True,
                     **info,
                 )
             if code in _DENIED or status == 403:
@@ -424,11 +437,9 @@ class S3Store:
                 )
             if code in _NOT_FOUND:
                 return NotFoundError(f"{what} not found in bucket {bucket!r}", **info)
-            message = err.get("Message") or ""
             return ServiceError(
                 f"S3 error {code or status} for {what}: {message}".rstrip(": "),
                 code=code or None,
-                per_object=code in _PER_OBJECT_CODES,
                 **info,
             )
         if isinstance(exc, _CREDENTIAL_ERRORS):
@@ -781,6 +792,14 @@ class _ListingCheck:
         """The checked page of ``response``; raises ServiceError if it cannot be trusted."""
         self.number += 1
         page = ListPage(number=self.number)
+        truncated = bool(response.get("IsTruncated"))
+        token = response.get("NextContinuationToken") or None
+        if truncated:
+            if not isinstance(token, str):
+                raise self._fail("is truncated but has no continuation token")
+            if token in self.tokens:
+                raise self._fail("repeats a continuation token (the listing would never end)")
+            self.tokens.add(token)
         for item in response.get("Contents", ()) or ():
             key = item.get("Key")
             if not isinstance(key, str):
@@ -804,19 +823,13 @@ class _ListingCheck:
         if keys and page.prefixes and set(keys) & set(page.prefixes):
             raise self._fail("lists the same name as a key and a common prefix")
         self.last = max([self.last, *keys[-1:], *page.prefixes[-1:]])
-        if response.get("IsTruncated"):
-            token = response.get("NextContinuationToken") or None
-            if token is None:
-                raise self._fail("is truncated but has no continuation token")
-            if token in self.tokens:
-                raise self._fail("repeats a continuation token (the listing would never end)")
-            self.tokens.add(token)
+        if truncated:
             page.next_token = token
             if page.objects or page.prefixes:
                 self.empty_run = 0
             else:
                 self.empty_run += 1
-                if self.empty_run >= MAX_EMPTY_PAGES:
+                if self.empty_run > MAX_EMPTY_PAGES:
                     raise self._fail(
                         f"is the {self.empty_run}th truncated page in a row with nothing in "
                         f"the prefix (limit {MAX_EMPTY_PAGES})"

@@ -22,6 +22,32 @@ On a seeded selection of requests it injects one fault of :class:`Fault`:
 ``bad_list_xml``    a ListObjectsV2 page replaced by invalid XML (status 200)
 ==================  ==========================================================================
 
+Hostile misbehaviours (:data:`HOSTILE_FAULTS`, never chosen unless listed in ``kinds``):
+
+=======================  =====================================================================
+``redirect_other_host``  ``redirect_status`` (307) to the same path on a second loopback
+                         listener (:attr:`FaultProxy.other`), which records every request it
+                         gets, with its headers, and answers ``redirect_body``
+``redirect_same_host``   ``redirect_status`` to the proxy itself, with ``x-amz-bucket-region``
+                         (S3's region redirect: botocore's own handling re-sends it)
+``list_token_loop``      every ListObjectsV2 page is the first one, truncated, with the same
+                         ``NextContinuationToken``
+``list_no_token``        a ListObjectsV2 page marked truncated without a continuation token
+``list_empty_pages``     endless empty truncated pages, each with a fresh token
+``list_repeat_key``      the first key of a page listed twice
+``list_out_of_order``    the first and last keys of a page swapped
+``list_foreign_key``     ``foreign_key`` (outside the requested prefix) added to the page
+``chunked_oversize``     a GetObject answered with a chunked body (no Content-Length) of
+                         ``oversize_bytes`` bytes; ``oversize_sent`` counts what was written
+``length_short``         the whole body sent under a ``Content-Length`` 7 bytes too short
+``length_long``          the whole body sent under a ``Content-Length`` 7 bytes too long, then
+                         the connection is closed
+``echo_headers``         ``echo_status`` / ``echo_code`` error whose message repeats every
+                         request header (``name is value``), session token included
+=======================  =====================================================================
+
+``latency`` delays every answer by a fixed number of seconds.
+
 Decisions are deterministic: the n-th request for a given ``(method, path?query)`` gets the
 same decision for the same seed, whatever the order in which concurrent requests arrive.
 ``fired`` counts injected faults per kind, so a test can prove that its faults were hit.
@@ -36,6 +62,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import re
 import socket
 import struct
 import threading
@@ -44,14 +71,23 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+from xml.sax.saxutils import escape as xml_escape
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["ALL_FAULTS", "Fault", "FaultPlan", "FaultProxy", "RequestInfo", "run_fault_proxy"]
+__all__ = [
+    "ALL_FAULTS",
+    "HOSTILE_FAULTS",
+    "Fault",
+    "FaultPlan",
+    "FaultProxy",
+    "RequestInfo",
+    "run_fault_proxy",
+]
 
 
 class Fault(str, enum.Enum):
@@ -67,9 +103,53 @@ class Fault(str, enum.Enum):
     DRIP = "drip"
     CORRUPT_BYTE = "corrupt_byte"
     BAD_LIST_XML = "bad_list_xml"
+    REDIRECT_OTHER_HOST = "redirect_other_host"
+    REDIRECT_SAME_HOST = "redirect_same_host"
+    LIST_TOKEN_LOOP = "list_token_loop"
+    LIST_NO_TOKEN = "list_no_token"
+    LIST_EMPTY_PAGES = "list_empty_pages"
+    LIST_REPEAT_KEY = "list_repeat_key"
+    LIST_OUT_OF_ORDER = "list_out_of_order"
+    LIST_FOREIGN_KEY = "list_foreign_key"
+    CHUNKED_OVERSIZE = "chunked_oversize"
+    LENGTH_SHORT = "length_short"
+    LENGTH_LONG = "length_long"
+    ECHO_HEADERS = "echo_headers"
 
 
-ALL_FAULTS: frozenset[Fault] = frozenset(Fault)
+#: The misbehaviours of a hostile server (chosen only when listed in ``FaultPlan.kinds``).
+HOSTILE_FAULTS: frozenset[Fault] = frozenset(
+    {
+        Fault.REDIRECT_OTHER_HOST,
+        Fault.REDIRECT_SAME_HOST,
+        Fault.LIST_TOKEN_LOOP,
+        Fault.LIST_NO_TOKEN,
+        Fault.LIST_EMPTY_PAGES,
+        Fault.LIST_REPEAT_KEY,
+        Fault.LIST_OUT_OF_ORDER,
+        Fault.LIST_FOREIGN_KEY,
+        Fault.CHUNKED_OVERSIZE,
+        Fault.LENGTH_SHORT,
+        Fault.LENGTH_LONG,
+        Fault.ECHO_HEADERS,
+    }
+)
+#: The transient faults of an honest but unreliable server (the default ``kinds``).
+ALL_FAULTS: frozenset[Fault] = frozenset(Fault) - HOSTILE_FAULTS
+_LIST_FAULTS = frozenset(
+    {
+        Fault.BAD_LIST_XML,
+        Fault.LIST_TOKEN_LOOP,
+        Fault.LIST_NO_TOKEN,
+        Fault.LIST_EMPTY_PAGES,
+        Fault.LIST_REPEAT_KEY,
+        Fault.LIST_OUT_OF_ORDER,
+        Fault.LIST_FOREIGN_KEY,
+    }
+)
+_GET_FAULTS = frozenset(
+    {Fault.CORRUPT_BYTE, Fault.CHUNKED_OVERSIZE, Fault.LENGTH_SHORT, Fault.LENGTH_LONG}
+)
 #: Faults that need a response body to act on.
 _BODY_FAULTS = frozenset({Fault.RESET_MID_BODY, Fault.TRUNCATE, Fault.DRIP})
 _HOP_BY_HOP = frozenset(
@@ -130,6 +210,12 @@ class FaultPlan:
         drip_delay: pause between drip pieces; ``drip_pieces``: how many pieces.
         credential_check: called with the request; returning an S3 error code (for example
             ``"ExpiredToken"``) answers 403 with that code instead of forwarding.
+        latency: seconds every answer is delayed by (a fixed-latency endpoint).
+        redirect_status: the status of the redirect misbehaviours (301, 302, 307, 308).
+        redirect_body: what the other host of ``redirect_other_host`` answers.
+        foreign_key: the key ``list_foreign_key`` adds to listing pages.
+        oversize_bytes: the length of a ``chunked_oversize`` body.
+        echo_status, echo_code: the error answered by ``echo_headers``.
     """
 
     rate: float = 0.1
@@ -142,13 +228,54 @@ class FaultPlan:
     drip_delay: float = 0.005
     drip_pieces: int = 16
     credential_check: Callable[[RequestInfo], str | None] | None = None
+    latency: float = 0.0
+    redirect_status: int = 307
+    redirect_body: bytes = b'{"substituted": "by another host"}'
+    foreign_key: str = "private/secret.json"
+    oversize_bytes: int = 64 << 20
+    echo_status: int = 400
+    echo_code: str = "InvalidArgument"
 
 
-def _xml_error(code: str, message: str) -> bytes:
+def _xml_error(code: str, message: str, extra: str = "") -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<Error><Code>{code}</Code><Message>{xml_escape(message)}</Message>{extra}"
         "<RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>"
+    ).encode()
+
+
+_CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
+_TRUNCATED = re.compile(rb"<IsTruncated>\w+</IsTruncated>")
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>[^<]*</NextContinuationToken>")
+
+
+def _truncated(body: bytes, token: str | None) -> bytes:
+    """``body`` (a ListBucketResult) marked truncated, with ``token`` as its next token."""
+    body = _NEXT_TOKEN.sub(b"", body)
+    tag = b"<IsTruncated>true</IsTruncated>"
+    if token is not None:
+        tag += f"<NextContinuationToken>{xml_escape(token)}</NextContinuationToken>".encode()
+    return _TRUNCATED.sub(lambda _: tag, body, count=1)
+
+
+def _edit_contents(body: bytes, edit: Callable[[list[bytes]], list[bytes]]) -> bytes:
+    """``body`` with its ``<Contents>`` entries replaced by ``edit(entries)`` (same place)."""
+    entries = _CONTENTS.findall(body)
+    new = b"".join(edit(entries))
+    if entries:
+        first = body.index(entries[0])
+        last = body.rindex(entries[-1]) + len(entries[-1])
+        return body[:first] + new + body[last:]
+    return body.replace(b"</ListBucketResult>", new + b"</ListBucketResult>", 1)
+
+
+def _foreign_entry(key: str) -> bytes:
+    return (
+        f"<Contents><Key>{xml_escape(key)}</Key>"
+        "<LastModified>2024-01-01T00:00:00.000Z</LastModified>"
+        '<ETag>"00000000000000000000000000000000"</ETag><Size>12</Size>'
+        "<StorageClass>STANDARD</StorageClass></Contents>"
     ).encode()
 
 
@@ -163,6 +290,48 @@ _STATUS_FAULTS: dict[Fault, tuple[int, str, str]] = {
 class _State:
     attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
     faulted: Counter[tuple[str, str]] = field(default_factory=Counter)
+    empty_pages: int = 0
+
+
+@dataclass(frozen=True)
+class OtherRequest:
+    """A request received by the other host of ``redirect_other_host``."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+class _OtherHost:
+    """The second loopback listener a hostile redirect points to; it records what it gets."""
+
+    def __init__(self, host: str, body: bytes) -> None:
+        self.host = host
+        self.body = body
+        self.port = 0
+        self.requests: list[OtherRequest] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append(OtherRequest(request.method, request.raw_path, dict(request.headers)))
+        await request.read()
+        return web.Response(body=self.body, content_type="application/json")
 
 
 class FaultProxy:
@@ -187,6 +356,10 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()
         #: 403 answers given by ``credential_check``.
         self.rejected: Counter[str] = Counter()
+        #: Body bytes written by ``chunked_oversize`` answers.
+        self.oversize_sent = 0
+        #: The other host of ``redirect_other_host`` (``other.requests`` is what it got).
+        self.other = _OtherHost(host, self.plan.redirect_body)
         self._state = _State()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -217,6 +390,8 @@ class FaultProxy:
             server = site._server
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            if self.plan.kinds and Fault.REDIRECT_OTHER_HOST in self.plan.kinds:
+                await self.other.start()
         except BaseException:
             await self.stop()
             raise
@@ -229,6 +404,7 @@ class FaultProxy:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        await self.other.stop()
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
@@ -246,6 +422,8 @@ class FaultProxy:
         self.fired.clear()
         self.requests.clear()
         self.rejected.clear()
+        self.oversize_sent = 0
+        self.other.requests.clear()
         self._state = _State()
 
     # -- decisions -------------------------------------------------------------------------
@@ -260,9 +438,9 @@ class FaultProxy:
         op = info.operation
         out: list[Fault] = []
         for kind in sorted(self.plan.kinds, key=lambda k: k.value):
-            if kind is Fault.BAD_LIST_XML and op != "ListObjectsV2":
+            if kind in _LIST_FAULTS and op != "ListObjectsV2":
                 continue
-            if kind is Fault.CORRUPT_BYTE and op != "GetObject":
+            if kind in _GET_FAULTS and op != "GetObject":
                 continue
             if kind in _BODY_FAULTS and info.method == "HEAD":
                 continue
@@ -313,9 +491,14 @@ class FaultProxy:
             if code:
                 self.rejected[code] += 1
                 return self._error_response(request, 403, code, "The credentials were rejected.")
+        if self.plan.latency > 0:
+            await asyncio.sleep(self.plan.latency)
         fault = self._decide(info)
         if fault is not None:
             self.fired[fault] += 1
+        if fault in HOSTILE_FAULTS:
+            assert fault is not None
+            return await self._hostile(request, info, fault)
         if fault in _STATUS_FAULTS:
             status, code, message = _STATUS_FAULTS[fault]
             return self._error_response(request, status, code, message)
@@ -346,13 +529,125 @@ class FaultProxy:
             return await self._streamed(request, status, headers, body, fault)
         return self._plain(request, status, headers, body)
 
-    async def _forward(self, request: web.Request) -> tuple[int, CIMultiDict[str], bytes]:
+    async def _hostile(
+        self, request: web.Request, info: RequestInfo, fault: Fault
+    ) -> web.StreamResponse:
+        """Answer ``request`` with one of :data:`HOSTILE_FAULTS`."""
+        plan = self.plan
+        if fault in (Fault.REDIRECT_OTHER_HOST, Fault.REDIRECT_SAME_HOST):
+            await request.read()
+            if fault is Fault.REDIRECT_OTHER_HOST:
+                base = f"http://{self.other.host}:{self.other.port}"
+            else:
+                base = self.endpoint_url
+            code = (
+                "PermanentRedirect" if plan.redirect_status in (301, 308) else "TemporaryRedirect"
+            )
+            body = b""
+            if request.method != "HEAD":
+                body = _xml_error(code, "Please re-send this request elsewhere.")
+            return web.Response(
+                status=plan.redirect_status,
+                body=body,
+                headers={
+                    "Location": base + request.raw_path,
+                    "x-amz-bucket-region": "us-east-1",
+                    "Content-Type": "application/xml",
+                },
+            )
+        if fault is Fault.ECHO_HEADERS:
+            await request.read()
+            echoed = "; ".join(f"{k} is {v}" for k, v in request.headers.items())
+            message = f"Your request was not understood. We received: {echoed}"
+            return self._error_response(request, plan.echo_status, plan.echo_code, message)
+        if fault is Fault.LIST_EMPTY_PAGES:
+            self._state.empty_pages += 1
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                "<KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>"
+                f"<NextContinuationToken>empty-{self._state.empty_pages}</NextContinuationToken>"
+                "</ListBucketResult>"
+            ).encode()
+            return web.Response(status=200, body=body, content_type="application/xml")
+        if fault is Fault.CHUNKED_OVERSIZE:
+            return await self._oversize(request)
+        path = request.raw_path
+        if fault is Fault.LIST_TOKEN_LOOP:  # always the first page, always the same token
+            split = urlsplit(path)
+            query = [
+                (k, v)
+                for k, vs in parse_qs(split.query, keep_blank_values=True).items()
+                for v in vs
+                if k != "continuation-token"
+            ]
+            path = f"{split.path}?{urlencode(query)}"
+        status, headers, body = await self._forward(request, path)
+        if status != 200:
+            return self._plain(request, status, headers, body)
+        if fault is Fault.LIST_TOKEN_LOOP:
+            body = _truncated(body, "kl3m-fault-same-token")
+        elif fault is Fault.LIST_NO_TOKEN:
+            body = _truncated(body, None)
+        elif fault is Fault.LIST_REPEAT_KEY:
+            body = _edit_contents(body, lambda e: e[:1] + e)
+        elif fault is Fault.LIST_OUT_OF_ORDER:
+            body = _edit_contents(body, lambda e: e[-1:] + e[1:-1] + e[:1] if len(e) > 1 else e)
+        elif fault is Fault.LIST_FOREIGN_KEY:
+            body = _edit_contents(body, lambda e: [*e, _foreign_entry(plan.foreign_key)])
+        elif fault in (Fault.LENGTH_SHORT, Fault.LENGTH_LONG):
+            announced = len(body) + (7 if fault is Fault.LENGTH_LONG else -7)
+            return await self._raw(request, status, headers, body, max(0, announced))
+        return self._plain(request, status, headers, body)
+
+    async def _oversize(self, request: web.Request) -> web.StreamResponse:
+        """A chunked body (no Content-Length) of ``oversize_bytes``, written as it is read."""
+        await request.read()
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        piece = b" " * (256 << 10)
+        left = self.plan.oversize_bytes
+        try:
+            while left > 0:
+                chunk = piece[: min(left, len(piece))]
+                await resp.write(chunk)
+                self.oversize_sent += len(chunk)
+                left -= len(chunk)
+            await resp.write_eof()
+        except (ConnectionError, OSError):
+            pass  # the client stopped reading: what it was sent is counted
+        return resp
+
+    async def _raw(
+        self,
+        request: web.Request,
+        status: int,
+        headers: CIMultiDict[str],
+        body: bytes,
+        announced: int,
+    ) -> web.StreamResponse:
+        """Write a response by hand with ``Content-Length: announced``, then close."""
+        transport = request.transport
+        lines = [f"HTTP/1.1 {status} OK"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "date"]
+        lines.append(f"Content-Length: {announced}")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        if transport is not None:
+            transport.write(raw)
+            await asyncio.sleep(0.05)  # let the bytes leave before the FIN
+            transport.close()
+        return web.Response(status=500)
+
+    async def _forward(
+        self, request: web.Request, path: str | None = None
+    ) -> tuple[int, CIMultiDict[str], bytes]:
         assert self._session is not None
         data = await request.read()
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         )
-        url = URL(self.upstream + request.raw_path, encoded=True)
+        url = URL(self.upstream + (path or request.raw_path), encoded=True)
         async with self._session.request(
             request.method,
             url,
