@@ -668,7 +668,12 @@ class FaultProxy:
         self, request: web.Request, status: int, code: str, message: str
     ) -> web.Response:
         body = b"" if request.method == "HEAD" else _xml_error(code, message)
-        return web.Response(status=status, body=body, content_type="application/xml")
+        return web.Response(
+            status=status,
+            body=body,
+            content_type="application/xml",
+            headers={"x-amz-request-id": "FAULTPROXY"},
+        )
 
     @staticmethod
     def _plain(

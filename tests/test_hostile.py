@@ -1,0 +1,330 @@
+"""A hostile S3 endpoint: redirects, lying listings, oversize and mis-sized bodies, echoes.
+
+moto server <- FaultProxy (hostile misbehaviours) <- AsyncKL3MClient, over real HTTP. Each
+case ends in bounded time (pytest-timeout marks) with a clear KL3MError or the clean data;
+no request reaches the other host of a redirect, nothing outside the dataset is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiobotocore.credentials import AioRefreshableCredentials
+from aiobotocore.session import AioSession
+from botocore.credentials import CredentialProvider
+
+from faultkit import proxied_kwargs
+from kl3m_data_client import (
+    AsyncKL3MClient,
+    ConnectionFailedError,
+    KL3MError,
+    ServiceError,
+    SizeLimitExceededError,
+)
+from kl3m_data_client._formats import Limits
+from kl3m_data_client._store import MAX_EMPTY_PAGES
+from kl3m_data_client.testing import LocalBucket, LocalS3Server
+from kl3m_data_client.testing._faults import Fault, FaultPlan, FaultProxy, RequestInfo
+
+pytestmark = pytest.mark.anyio
+
+FOREIGN = "private/secret.json"
+
+
+@pytest.fixture(scope="module")
+def hostile_bucket(kl3m_server: LocalS3Server) -> Iterator[LocalBucket]:
+    bucket = kl3m_server.create_bucket(n_documents=60, seed=11)
+    # an object a client that trusted the listing would fetch and export
+    bucket.put_objects({FOREIGN: b'{"id": "not part of any dataset"}'})
+    try:
+        yield bucket
+    finally:
+        bucket.close()
+
+
+def _plan(kind: Fault, **over: Any) -> FaultPlan:
+    return FaultPlan(**{"rate": 1.0, "kinds": {kind}, "max_faults_per_request": None, **over})
+
+
+def _dataset(bucket: LocalBucket) -> tuple[str, list[str]]:
+    docs = bucket.corpus.documents
+    counts = collections.Counter(d.dataset_id for d in docs)
+    dataset = max(sorted(counts), key=lambda ds: counts[ds])
+    return dataset, sorted(d.document_id for d in bucket.corpus.dataset_documents(dataset))
+
+
+# -- redirects -----------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirect_to_another_host_is_never_followed(
+    hostile_bucket: LocalBucket, status: int
+) -> None:
+    doc = hostile_bucket.corpus.documents[0]
+    plan = _plan(Fault.REDIRECT_OTHER_HOST, redirect_status=status)
+    token = "kl3mREDIRECTtoken-must-stay-home-0123456789"
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy), aws_session_token=token) as client,
+    ):
+        other = f"127.0.0.1:{proxy.other.port}"
+        with pytest.raises(ServiceError) as got:
+            await client.store.get(doc.document_key)
+        error = got.value
+        assert error.per_object is False
+        assert error.key == doc.document_key
+        assert error.status == status
+        assert doc.document_key in str(error) and f"another host {other}" in str(error)
+        assert error.__cause__ is not None
+        # listings and HEADs are refused the same way
+        with pytest.raises(ServiceError, match="another host"):
+            async for _ in client.store.list_pages("documents/"):
+                pass
+        with pytest.raises(ServiceError, match="another host"):
+            await client.exists(doc.dataset_id, doc.document_id)
+    assert proxy.fired[Fault.REDIRECT_OTHER_HOST] >= 3
+    assert proxy.other.requests == []  # never contacted: no token, no body used
+    assert token not in str(error)
+
+
+@pytest.mark.timeout(60)
+async def test_same_host_region_redirect_goes_through_botocore(
+    hostile_bucket: LocalBucket,
+) -> None:
+    """S3's 301 PermanentRedirect with x-amz-bucket-region: botocore re-sends, data is right."""
+    doc = hostile_bucket.corpus.documents[1]
+    plan = _plan(Fault.REDIRECT_SAME_HOST, redirect_status=301, max_faults_per_request=1)
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy)) as client,
+    ):
+        data = await client.store.get(doc.document_key)
+    assert data == hostile_bucket.corpus.objects[doc.document_key]
+    assert proxy.fired[Fault.REDIRECT_SAME_HOST] == 1
+    assert proxy.requests["GetObject"] == 2
+
+
+# -- listings ------------------------------------------------------------------------------
+LISTING_CASES = [
+    (Fault.LIST_TOKEN_LOOP, "page 2 repeats a continuation token"),
+    (Fault.LIST_NO_TOKEN, "page 1 is truncated but has no continuation token"),
+    (Fault.LIST_EMPTY_PAGES, f"page {MAX_EMPTY_PAGES + 1} is the"),
+    (Fault.LIST_REPEAT_KEY, "page 1 repeats the key"),
+    (Fault.LIST_OUT_OF_ORDER, "page 1 lists the key"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("kind", "expected"), LISTING_CASES)
+async def test_untrustworthy_listing_fails_naming_prefix_and_page(
+    hostile_bucket: LocalBucket, kind: Fault, expected: str
+) -> None:
+    dataset, _ = _dataset(hostile_bucket)
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, _plan(kind)) as proxy,
+        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy)) as client,
+    ):
+        seen: list[str] = []
+        with pytest.raises(ServiceError) as got:
+            async for page in client.store.list_pages("documents/", page_size=10):
+                seen += [o.key for o in page.objects]
+        # the blocking iteration of a dataset ends the same way
+        with pytest.raises(ServiceError, match="cannot be trusted"):
+            async for _ in client.stream_documents(dataset):
+                pass
+    error = got.value
+    assert error.per_object is False and error.code == "InvalidListing"
+    assert "'documents/'" in str(error) and expected in str(error), str(error)
+    assert len(seen) == len(set(seen))  # nothing yielded twice before the failure
+    assert proxy.fired[kind] >= 1
+    if kind is Fault.LIST_EMPTY_PAGES:
+        assert proxy.fired[kind] <= 2 * (MAX_EMPTY_PAGES + 2)  # stopped, not endless
+
+
+@pytest.mark.timeout(60)
+async def test_keys_outside_the_prefix_are_skipped_and_reported(
+    hostile_bucket: LocalBucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset, ids = _dataset(hostile_bucket)
+    prefix = f"documents/{dataset}/"
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, _plan(Fault.LIST_FOREIGN_KEY)) as proxy,
+        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy)) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="kl3m_data_client"):
+            pages = [page async for page in client.store.list_pages(prefix, page_size=7)]
+            streamed = [d.document_id async for d in client.stream_documents(dataset)]
+    foreign = [k for p in pages for k in p.foreign]
+    assert foreign == [FOREIGN] * len(pages)
+    assert all(o.key.startswith(prefix) for p in pages for o in p.objects)
+    assert [p.number for p in pages] == list(range(1, len(pages) + 1))
+    assert sorted(streamed) == ids  # every document once, nothing from outside
+    assert any(FOREIGN in r.getMessage() and prefix in r.getMessage() for r in caplog.records)
+    assert proxy.fired[Fault.LIST_FOREIGN_KEY] >= len(pages)
+
+
+# -- bodies --------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+async def test_chunked_oversize_body_is_refused_while_read(hostile_bucket: LocalBucket) -> None:
+    doc = hostile_bucket.corpus.documents[0]
+    limit = 4 << 20
+    plan = _plan(Fault.CHUNKED_OVERSIZE, oversize_bytes=200 << 20)
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(
+            **proxied_kwargs(hostile_bucket, proxy), limits=Limits(max_object_bytes=limit)
+        ) as client,
+    ):
+        with pytest.raises(SizeLimitExceededError) as got:
+            await client.store.get(doc.document_key)
+        # the proxy stops writing soon after the client stops reading
+        await asyncio.sleep(0)
+    assert got.value.per_object is True and got.value.key == doc.document_key
+    assert "no Content-Length" in str(got.value)
+    assert proxy.fired[Fault.CHUNKED_OVERSIZE] == 1
+    # far less than the 200 MiB offered: the limit plus socket buffers
+    assert proxy.oversize_sent < 64 << 20, proxy.oversize_sent
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", [Fault.LENGTH_SHORT, Fault.LENGTH_LONG])
+async def test_wrong_content_length_is_a_broken_body(
+    hostile_bucket: LocalBucket, kind: Fault
+) -> None:
+    doc = hostile_bucket.corpus.documents[2]
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, _plan(kind)) as proxy,
+        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy, max_attempts=3)) as client,
+    ):
+        with pytest.raises(ConnectionFailedError) as got:
+            await client.store.get(doc.document_key)
+    assert got.value.per_object is False and got.value.key == doc.document_key
+    assert got.value.__cause__ is not None
+    assert proxy.fired[kind] >= 2  # retried, never returned
+
+
+# -- deadlines -----------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+async def test_deadline_counts_from_the_concurrency_slot(hostile_bucket: LocalBucket) -> None:
+    """max_concurrency=1, 0.3 s per GET, deadline 0.5 s: all four GETs complete."""
+    docs = hostile_bucket.corpus.documents[:4]
+    plan = FaultPlan(rate=0.0, latency=0.3)
+    async with (
+        FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
+        AsyncKL3MClient(
+            **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1), object_deadline=0.5
+        ) as client,
+    ):
+        got = await asyncio.gather(*(client.store.get(d.document_key) for d in docs))
+    assert got == [hostile_bucket.corpus.objects[d.document_key] for d in docs]
+    assert proxy.requests["GetObject"] == len(docs)
+
+
+# -- secrets echoed by the server ----------------------------------------------------------
+def _all_text(exc: BaseException) -> str:
+    return "\n".join(
+        [str(exc), repr(exc), *traceback.format_exception(type(exc), exc, exc.__traceback__)]
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_echoed_session_token_from_the_environment_is_redacted(
+    hostile_bucket: LocalBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "kl3mENVtoken-echoed-by-a-hostile-server-9876543210"
+    secret = "kl3mENVsecret-0123456789abcdefghij"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKL3MENVTEST00001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    doc = hostile_bucket.corpus.documents[0]
+    kwargs = proxied_kwargs(hostile_bucket, FaultProxy("http://unused"))
+    del kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"]
+    async with FaultProxy(hostile_bucket.endpoint_url, _plan(Fault.ECHO_HEADERS)) as proxy:
+        kwargs["endpoint_url"] = proxy.endpoint_url
+        async with AsyncKL3MClient(**kwargs) as client:
+            with pytest.raises(ServiceError) as got:
+                await client.store.get(doc.document_key)
+    text = _all_text(got.value)
+    assert "We received" in text and "X-Amz-Security-Token is" in text  # it was echoed
+    assert token not in text and secret not in text
+    assert got.value.status == 400 and got.value.request_id == "FAULTPROXY"
+    assert got.value.__cause__ is not None and token not in str(got.value.__cause__)
+
+
+class _Issuer:
+    """Credentials valid ``ttl`` seconds; every refresh issues a new token and secret."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.issued: list[dict[str, str]] = []
+
+    async def refresh(self) -> dict[str, str]:
+        from datetime import datetime, timedelta, timezone
+
+        n = len(self.issued) + 1
+        creds = {
+            "access_key": f"AKIDKL3MGEN{n:05d}",
+            "secret_key": f"kl3mREFRESHsecret-generation-{n:04d}-abcdef",
+            "token": f"kl3mREFRESHtoken-generation-{n:04d}-0123456789",
+            "expiry_time": (datetime.now(timezone.utc) + timedelta(seconds=self.ttl)).isoformat(),
+        }
+        self.issued.append(creds)
+        return creds
+
+
+class _ShortLived(AioRefreshableCredentials):  # type: ignore[misc]
+    _advisory_refresh_timeout = 0.6
+    _mandatory_refresh_timeout = 0.4
+
+
+class _Provider(CredentialProvider):  # type: ignore[misc]
+    METHOD = "kl3m-test-refreshing"
+    CANONICAL_NAME = "kl3m-test-refreshing"
+
+    def __init__(self, issuer: _Issuer) -> None:
+        self.issuer = issuer
+
+    async def load(self) -> Any:  # aiobotocore awaits provider.load()
+        return _ShortLived.create_from_metadata(
+            await self.issuer.refresh(), refresh_using=self.issuer.refresh, method=self.METHOD
+        )
+
+
+@pytest.mark.timeout(60)
+async def test_refreshed_credentials_are_redacted_too(hostile_bucket: LocalBucket) -> None:
+    issuer = _Issuer(ttl=1.0)
+    session = AioSession()
+    session.get_component("credential_provider").insert_before("env", _Provider(issuer))
+    doc = hostile_bucket.corpus.documents[0]
+    kwargs = proxied_kwargs(hostile_bucket, FaultProxy("http://unused"))
+    del kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"]
+    texts: list[str] = []
+    echoed: set[str] = set()
+
+    def gets_only(info: RequestInfo) -> bool:
+        token = info.headers.get("X-Amz-Security-Token")
+        if token:
+            echoed.add(token)
+        return info.operation == "GetObject"
+
+    plan = _plan(Fault.ECHO_HEADERS, select=gets_only)
+    async with FaultProxy(hostile_bucket.endpoint_url, plan) as proxy:
+        kwargs["endpoint_url"] = proxy.endpoint_url
+        async with AsyncKL3MClient(**kwargs, session=session) as client:
+            while len(echoed) < 3:  # until the third generation of credentials was sent
+                with pytest.raises(ServiceError) as got:
+                    await client.store.get(doc.document_key)
+                texts.append(_all_text(got.value))
+                await asyncio.sleep(0.1)
+    assert len(issuer.issued) >= 3
+    joined = "\n".join(texts)
+    assert "X-Amz-Security-Token is" in joined
+    for creds in issuer.issued:
+        assert creds["token"] not in joined and creds["secret_key"] not in joined
+    assert "kl3mREFRESH" not in joined
+    assert all(isinstance(t, str) for t in texts) and issubclass(ServiceError, KL3MError)
