@@ -132,8 +132,7 @@ _CONFIG_ERRORS: tuple[type[Exception], ...] = (
 #: aiohttp's refusals of a redirect (none are followed, see :class:`NoRedirectHTTPSession`).
 _REDIRECT_ERRORS: tuple[type[Exception], ...] = (
     aiohttp.TooManyRedirects,
-    aiohttp.InvalidUrlRedirectClientError,
-    aiohttp.NonHttpUrlRedirectClientError,
+    aiohttp.RedirectClientError,
 )
 _ACCESS_HINT = (
     "check your AWS credentials (environment, ~/.aws, --profile), the region, and whether "
