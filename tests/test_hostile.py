@@ -328,3 +328,48 @@ async def test_refreshed_credentials_are_redacted_too(hostile_bucket: LocalBucke
         assert creds["token"] not in joined and creds["secret_key"] not in joined
     assert "kl3mREFRESH" not in joined
     assert all(isinstance(t, str) for t in texts) and issubclass(ServiceError, KL3MError)
+
+
+# -- the listing checks across pages (the checker alone, on ListObjectsV2-shaped answers) ----
+def _answer(*keys: str, token: str | None = None, prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k in keys],
+        "CommonPrefixes": [{"Prefix": p} for p in prefixes],
+        "IsTruncated": token is not None,
+        **({"NextContinuationToken": token} if token else {}),
+    }
+
+
+def _checker(start_after: str = "") -> Any:
+    from kl3m_data_client._config import ClientConfig
+    from kl3m_data_client._store import S3Store, _ListingCheck
+
+    return _ListingCheck(S3Store(ClientConfig()), "d/", start_after)
+
+
+@pytest.mark.parametrize(
+    ("pages", "start_after", "reason"),
+    [
+        ([_answer("d/a", "d/b", token="t1"), _answer("d/b", "d/c")], "", "page 2 repeats the key"),
+        ([_answer("d/a", "d/c", token="t1"), _answer("d/b")], "", "page 2 lists the key 'd/b'"),
+        ([_answer("d/a")], "d/b", "page 1 lists the key 'd/a' after 'd/b'"),
+        ([_answer("d/a", token="t1"), _answer("d/b", token="t1")], "", "page 2 repeats a con"),
+        ([_answer(prefixes=("d/x/",), token="t"), _answer(prefixes=("d/x/",))], "", "repeats"),
+    ],
+)
+def test_listing_order_is_checked_across_pages(
+    pages: list[dict[str, Any]], start_after: str, reason: str
+) -> None:
+    check = _checker(start_after)
+    with pytest.raises(ServiceError, match=reason) as got:
+        for answer in pages:
+            check.page(answer)
+    assert got.value.per_object is False and "'d/'" in str(got.value)
+
+
+def test_foreign_common_prefixes_are_skipped() -> None:
+    check = _checker()
+    page = check.page(_answer("d/a", prefixes=("d/b/", "e/", "x/"), token="t"))
+    assert [o.key for o in page.objects] == ["d/a"]
+    assert page.prefixes == ["d/b/"] and page.foreign == ["e/", "x/"]
+    assert check.page(_answer("d/c")).objects[0].key == "d/c"

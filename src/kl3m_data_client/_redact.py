@@ -1,7 +1,8 @@
 """Secrets never leave the library: one redaction rule for log records, error texts and files.
 
 Every configured secret key and session token is remembered (:func:`remember_secrets`);
-:func:`redact` replaces those values, and anything shaped like a credential, by ``***``.
+:func:`redact` replaces those values, and anything shaped like a credential, by ``***``;
+:func:`redact_exception` does it to an exception chain (a server's echo in a cause).
 Exception messages of :class:`KL3MError` pass through it when they are built, and a
 :class:`logging.Filter` rewrites botocore's records before any handler sees them.
 """
@@ -42,6 +43,28 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """Redact, in place, the texts of ``exc`` and of its causes; returns ``exc``.
+
+    A server may repeat the request's headers (the session token) in an error message that
+    botocore puts in ``ClientError``; errors of this package keep such exceptions as their
+    ``__cause__``, which tracebacks print. Their string arguments and the ``Message`` of a
+    botocore ``response`` are rewritten; class and other attributes are kept.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(isinstance(a, str) for a in current.args):
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        response = getattr(current, "response", None)
+        error = response.get("Error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("Message"), str):
+            error["Message"] = redact(error["Message"])
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -65,7 +65,8 @@ from kl3m_data_client._errors import (
     ServiceError,
     SizeLimitExceededError,
 )
-from kl3m_data_client._redact import install_log_redaction, redact, remember_secrets
+from kl3m_data_client._redact import install_log_redaction, remember_secrets
+from kl3m_data_client._redact import redact_exception as scrub
 from kl3m_data_client._stream import within
 from kl3m_data_client._timestamps import install as install_fast_timestamps
 
@@ -203,26 +204,6 @@ def _describe(exc: BaseException) -> str:
 
 
 _RETRYABLE: tuple[type[Exception], ...] = (_BrokenBody, *_BODY_ERRORS)
-
-
-def scrub(exc: BaseException) -> BaseException:
-    """Redact the texts of ``exc`` and of its causes in place (they may echo a server).
-
-    A server may repeat the request's headers (the session token) in an error message;
-    the exception keeps its class and attributes, only the secret values are replaced.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if any(isinstance(a, str) for a in current.args):
-            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
-        if isinstance(current, ClientError):
-            error = current.response.get("Error")
-            if isinstance(error, dict) and isinstance(error.get("Message"), str):
-                error["Message"] = redact(error["Message"])
-        current = current.__cause__ or current.__context__
-    return exc
 
 
 class _NoRedirects:
