@@ -159,8 +159,10 @@ async def test_keys_outside_the_prefix_are_skipped_and_reported(
         with caplog.at_level(logging.WARNING, logger="kl3m_data_client"):
             pages = [page async for page in client.store.list_pages(prefix, page_size=7)]
             streamed = [d.document_id async for d in client.stream_documents(dataset)]
+        recorded = list(client.store.foreign_keys)
     foreign = [k for p in pages for k in p.foreign]
     assert foreign == [FOREIGN] * len(pages)
+    assert recorded[: len(pages)] == foreign and set(recorded) == {FOREIGN}
     assert all(o.key.startswith(prefix) for p in pages for o in p.objects)
     assert [p.number for p in pages] == list(range(1, len(pages) + 1))
     assert sorted(streamed) == ids  # every document once, nothing from outside

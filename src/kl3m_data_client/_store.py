@@ -263,6 +263,9 @@ class S3Store:
         )
         self._check_md5 = True
         self._signed_with: tuple[str, str] | None = None
+        #: Every key (or common prefix) a listing of this store skipped because the server
+        #: listed it outside the requested prefix, in order (also in ``ListPage.foreign``).
+        self.foreign_keys: list[str] = []
         remember_secrets(config.aws_secret_access_key, config.aws_session_token)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -750,6 +753,7 @@ class _ListingCheck:
         if name.startswith(self.prefix):
             return True
         page.foreign.append(name)
+        self.store.foreign_keys.append(name)
         logger.warning(
             "listing of %r, page %d: skipped %s %r outside the prefix",
             self.prefix,
