@@ -38,7 +38,7 @@ _ORPHANS: list[object] = []
 class _Runner:
     """An event loop on a daemon thread (anyio's blocking portal) and the async client on it."""
 
-    def __init__(self, config: ClientConfig, session: Any) -> None:
+    def __init__(self, config: ClientConfig, session: Any, s3_client: Any = None) -> None:
         from anyio.from_thread import start_blocking_portal
 
         self.pid = os.getpid()
@@ -47,6 +47,10 @@ class _Runner:
         )
         self.portal = self._cm.__enter__()
         self.client = AsyncKL3MClient(config=config, session=session)
+        if s3_client is not None:  # a caller's boto3 client: used as it is (_boto3_store)
+            from kl3m_data_client._boto3_store import use_boto3_client
+
+            use_boto3_client(self.client, s3_client)
         self.closed = False
 
     def close(self) -> None:
@@ -99,6 +103,11 @@ class KL3MClient:
         self.config: ClientConfig = config
         self._session = session
         self._user_s3_client = s3_client
+        self._boto3_client: Any = None
+        if s3_client is not None:
+            from kl3m_data_client._boto3_store import is_blocking_client
+
+            self._boto3_client = s3_client if is_blocking_client(s3_client) else None
         self._sync_s3_client: Any = None
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
@@ -124,7 +133,9 @@ class KL3MClient:
                     _ORPHANS.append(runner)
                     if self._finalizer is not None:
                         self._finalizer.detach()
-                runner = _Runner(self.config, self._session if runner is None else None)
+                runner = _Runner(
+                    self.config, self._session if runner is None else None, self._boto3_client
+                )
                 self._runner = runner
                 self._finalizer = weakref.finalize(self, runner.close)
         return runner

@@ -71,6 +71,27 @@ class DocumentContent:
     raw: bytes = field(default=b"", repr=False)
     blake2b: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DocumentContent:
+        """Build from a dict whose ``content`` is already decoded (metadata from the rest).
+
+        Objects read from the bucket are decoded by the client (base64 + zlib, MIME type);
+        this constructor takes ``content`` as given, like 0.2.0's.
+        """
+        content = data.get("content")
+        if content is None:
+            content = ""
+        elif not isinstance(content, (str, bytes)):
+            raise TypeError(f"'content' must be str or bytes, got {type(content).__name__}")
+        raw = content if isinstance(content, bytes) else content.encode("utf-8")
+        digest = data.get("blake2b")
+        return cls(
+            content=content,
+            metadata=DocumentMetadata.from_dict(data),
+            raw=raw,
+            blake2b=digest if isinstance(digest, str) and digest else None,
+        )
+
     @property
     def mime_type(self) -> str | None:
         """The MIME type of the original (the Dublin Core ``format``)."""
@@ -256,6 +277,15 @@ class RepresentationContent:
         """Every ParsedDocument as a RepresentationList."""
         return [RepresentationList.from_document_data(d) for d in self.documents if d]
 
+    def __str__(self) -> str:
+        if not self.documents:
+            return "RepresentationContent(empty)"
+        if len(self.documents) == 1:
+            rep = self.get_representation(0)
+            if rep is not None:
+                return f"RepresentationContent:\n{rep}"
+        return f"RepresentationContent({len(self.documents)} documents)"
+
 
 @dataclass
 class ParquetContent:
@@ -304,12 +334,18 @@ class ParquetContent:
         return list(self.get_table().to_pylist())
 
     def get_document(self) -> dict[str, Any]:
-        """The first row: ``{"identifier": ..., "representations": {mime: [ids]}}``."""
+        """The first row: ``{"identifier": ..., "representations": {mime: [ids]}}``.
+
+        A table without a ``representations`` column (not a KL3M parquet object) gives its
+        first row as it is, with ``identifier`` defaulting to the document id.
+        """
+        table = self.get_table()
+        rows = table.slice(0, 1).to_pylist()
+        row: dict[str, Any] = dict(rows[0]) if rows else {}
+        if "representations" not in table.column_names:
+            row.setdefault("identifier", self.document_id)
+            return row
         identifier, tokens = self._tokens()
-        row: dict[str, Any] = {}
-        rows = self.get_rows()
-        if rows:
-            row = {k: v for k, v in rows[0].items() if k != "representations"}
         row["identifier"] = identifier or row.get("identifier") or self.document_id
         row["representations"] = tokens
         return row
