@@ -163,7 +163,7 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
 
 
 def test_invalid_ids_exit_2(ep: str) -> None:
-    proc = run("status", "a/b", endpoint=ep)
+    proc = run("status", "a/../b", endpoint=ep)
     assert proc.returncode == 2
     assert "invalid input" in one_error_line(proc)
     proc = run("inspect", "usc", "a/../b", "--json", endpoint=ep)
