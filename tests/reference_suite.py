@@ -110,7 +110,10 @@ def fetch_suite() -> Path:
                 continue
             member.name = rel
             members.append(member)
-        tar.extractall(staging, members=members, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(staging, members=members, filter="data")
+        else:  # members are already limited to plain files and folders without ".."
+            tar.extractall(staging, members=members)
     if suite.exists():
         import shutil
 
@@ -242,9 +245,11 @@ def main() -> int:
 
     from kl3m_data_client.testing import LocalBucket
 
-    with LocalBucket(200, seed=0, dirty=True, bucket=BUCKET) as bucket:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = run_suite(bucket.endpoint_url, Path(tmp))
+    with (
+        LocalBucket(200, seed=0, dirty=True, bucket=BUCKET) as bucket,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        result = run_suite(bucket.endpoint_url, Path(tmp))
     print(result.pytest_output)
     bad = 0
     for test_id, outcome in sorted(result.outcomes.items()):

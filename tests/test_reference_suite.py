@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from reference_suite import BUCKET, EXPECTED_FAILURES, SuiteResult, fetch_suite, run_suite
 
 from kl3m_data_client.testing import LocalBucket
+from reference_suite import BUCKET, EXPECTED_FAILURES, SuiteResult, fetch_suite, run_suite
 
 #: The tests of the 0.2.0 sdist (tests/ and tests/integration/).
 REFERENCE_TEST_COUNT = 35
@@ -41,8 +41,11 @@ def test_reference_tests_pass_except_the_documented_ones(suite_result: SuiteResu
     outcomes = suite_result.outcomes
     assert len(outcomes) == REFERENCE_TEST_COUNT, suite_result.pytest_output
     assert set(EXPECTED_FAILURES) <= set(outcomes)
-    unexpected = {t: suite_result.messages.get(t, o) for t, o in outcomes.items()
-                  if (o != "passed") != (t in EXPECTED_FAILURES)}
+    unexpected = {
+        t: suite_result.messages.get(t, o)
+        for t, o in outcomes.items()
+        if (o != "passed") != (t in EXPECTED_FAILURES)
+    }
     assert not unexpected, json.dumps(unexpected, indent=1)
     assert all(o in ("passed", "failed") for o in outcomes.values())  # nothing skipped
 

@@ -162,20 +162,22 @@ class Boto3Store(S3Store):
     async def get(self, key: str) -> bytes | None:
         """HEAD, then GET the object's bytes; None if it does not exist.
 
-        The size limit is checked on the HEAD, before anything is downloaded. A body that
-        breaks while it is read is requested again (``max_attempts`` in all).
+        The size limit is checked on the HEAD, before anything is downloaded. When the HEAD
+        answers 404 the GET still runs: only its error code tells a missing key (None) from
+        a missing bucket (BucketNotFoundError). A body that breaks while it is read is
+        requested again (``max_attempts`` in all).
         """
         info = await self.head(key)
-        if info is None:
-            return None
-        self._check_size(key, info.size)
+        if info is not None:
+            self._check_size(key, info.size)
+        # a HEAD 404 has no body to tell a missing key from a missing bucket: the GET says
         client = await self.client()
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._run(self._get_once, client, key)
+                return await self._run(self._get_blocking, client, key)
             except ClientError as exc:
                 if _code(exc) in _NOT_FOUND:
                     return None
@@ -194,7 +196,7 @@ class Boto3Store(S3Store):
                 key, f"object is {size} bytes, above the limit of {limit} bytes"
             )
 
-    def _get_once(self, client: Any, key: str) -> bytes:
+    def _get_blocking(self, client: Any, key: str) -> bytes:
         """One blocking GET (runs on the worker thread)."""
         response = client.get_object(Bucket=self.config.bucket, Key=key, **self._extra)
         body = response["Body"]

@@ -104,7 +104,12 @@ def document_id_from_key(key: str, dataset_id: str | None = None) -> str:
         dataset, doc = dataset_id, rest[len(sep) :]
     else:
         dataset, sep, doc = rest.partition("/")
-    if not sep or not doc or (dataset_id is not None and dataset != dataset_id) or doc.endswith("/"):
+    if (
+        not sep
+        or not doc
+        or (dataset_id is not None and dataset != dataset_id)
+        or doc.endswith("/")
+    ):
         return ""
     if stage != Stage.PARQUET.value and doc.endswith(".json"):
         doc = doc[: -len(".json")]

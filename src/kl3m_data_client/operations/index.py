@@ -25,7 +25,9 @@ def build_dataset_index(
     s3_client: Any, bucket: str, dataset_id: str, key_prefix: str | None = None
 ) -> bool:
     """List the dataset's representation keys and write them as its gzip JSON index."""
-    keys = list(iter_prefix(s3_client, bucket, stage_prefix(Stage.REPRESENTATIONS, dataset_id, key_prefix)))
+    keys = list(
+        iter_prefix(s3_client, bucket, stage_prefix(Stage.REPRESENTATIONS, dataset_id, key_prefix))
+    )
     body = {
         "objects": keys,
         "metadata": {

@@ -37,8 +37,15 @@ def create_dataset_status_table(status: DatasetStatus | dict[str, DatasetStatus]
 
     statuses = list(status.values()) if isinstance(status, dict) else [status]
     table = Table(title="Dataset Status")
-    for column in ("Dataset", "Documents", "Representations", "Parquet", "Missing Reps",
-                   "Missing Parquet", "Complete"):
+    for column in (
+        "Dataset",
+        "Documents",
+        "Representations",
+        "Parquet",
+        "Missing Reps",
+        "Missing Parquet",
+        "Complete",
+    ):
         table.add_column(column)
     for s in statuses:
         table.add_row(

@@ -168,9 +168,7 @@ def _botocore_errors() -> tuple[type[Exception], ...]:
 
 
 # -- listing -------------------------------------------------------------------------------
-def _list_params(
-    bucket: str, prefix: str, delimiter: str | None, page_size: int
-) -> dict[str, Any]:
+def _list_params(bucket: str, prefix: str, delimiter: str | None, page_size: int) -> dict[str, Any]:
     """Arguments of the ListObjectsV2 paginator (only what differs from S3's defaults, so
     ordered mocks recorded against 0.2.0 see the same request)."""
     if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
