@@ -397,3 +397,35 @@ def test_index_objects_written_by_build_are_gzip_json(kl3m_bucket: LocalBucket) 
         assert body["objects"] == expected and body["metadata"]["count"] == len(expected)
     finally:
         s3.close()
+
+
+def test_no_argument_defaults_agree_with_the_reference_where_it_found_data() -> None:
+    from kl3m_data_client.models.document import RepresentationList
+
+    both = RepresentationList.from_document_data(
+        {
+            "identifier": "x",
+            "representations": {
+                "text/markdown": {"content": "# md", "tokens": {"kl3m": [1]}},
+                "text/plain": {
+                    "content": "plain",
+                    "tokens": {"cl100k_base": [1, 2, 3], "alea-institute/kl3m-004-128k-cased": [9]},
+                },
+            },
+        }
+    )
+    assert both.get_content() == "plain"  # 0.2.0's default MIME type
+    assert both.token_count() == 3  # 0.2.0's default tokenizer
+    only_md = RepresentationList.from_document_data(
+        {
+            "identifier": "y",
+            "representations": {
+                "text/markdown": {
+                    "content": "# md",
+                    "tokens": {"alea-institute/kl3m-004-128k-cased": [4, 5]},
+                }
+            },
+        }
+    )
+    assert only_md.get_content() == "# md"  # 0.2.0: None
+    assert only_md.token_count() == 2  # 0.2.0: 0

@@ -109,9 +109,19 @@ class DocumentContent:
         return hashlib.blake2b(self.raw).hexdigest() == self.blake2b.lower()
 
 
+#: 0.2.0's default arguments: kept first, so that whenever 0.2.0's no-argument call found
+#: something, the same value comes back here.
+REFERENCE_DEFAULT_MIME = "text/plain"
+REFERENCE_DEFAULT_TOKENIZER = "cl100k_base"
+
+
 def _pick_mime(available: dict[str, Any], mime_type: str | None) -> str | None:
+    """``mime_type``; by default ``text/plain`` (0.2.0's default) if present, else
+    markdown, else the first (where 0.2.0 returned None)."""
     if mime_type is not None:
         return mime_type if mime_type in available else None
+    if REFERENCE_DEFAULT_MIME in available:
+        return REFERENCE_DEFAULT_MIME
     return preferred_mime(available)
 
 
@@ -134,9 +144,12 @@ class SingleRepresentation:
         )
 
     def get_tokens(self, tokenizer: str | None = None) -> list[int] | None:
-        """Token ids of ``tokenizer`` (default: KL3M's tokenizer, else the only one stored)."""
+        """Token ids of ``tokenizer``; by default ``cl100k_base`` (0.2.0's default) if
+        stored, else KL3M's tokenizer, else the first stored (where 0.2.0 gave None)."""
         if tokenizer is not None:
             return self.tokens.get(tokenizer)
+        if REFERENCE_DEFAULT_TOKENIZER in self.tokens:
+            return self.tokens[REFERENCE_DEFAULT_TOKENIZER]
         if DEFAULT_TOKENIZER in self.tokens:
             return self.tokens[DEFAULT_TOKENIZER]
         return next(iter(self.tokens.values()), None)
@@ -188,7 +201,8 @@ class RepresentationList:
         )
 
     def get_representation(self, mime_type: str | None = None) -> SingleRepresentation | None:
-        """The representation of ``mime_type`` (default: markdown, else plain text, else first)."""
+        """The representation of ``mime_type`` (default: plain text, else markdown, else
+        the first)."""
         mime = _pick_mime(self.representations, mime_type)
         return None if mime is None else self.representations[mime]
 
