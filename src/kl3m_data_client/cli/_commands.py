@@ -425,9 +425,7 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
     result["content_preview"] = preview
     if args.output:
         target = Path(args.output)
-        await asyncio.to_thread(
-            write_atomically, target, _inspect_output(content), overwrite=True
-        )
+        await asyncio.to_thread(write_atomically, target, _inspect_output(content), overwrite=True)
         result["output"] = str(target)
         if not ui.json_mode:
             ui.note(f"wrote the {stage.value} content to {target}")
