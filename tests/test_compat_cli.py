@@ -39,6 +39,14 @@ def test_credential_flags_reach_the_signer(b: LocalBucket) -> None:
     assert half.returncode == 2 and "together" in half.stderr
 
 
+def test_documents_count_to_a_file(b: LocalBucket, tmp_path: Path) -> None:
+    n = sum("documents" in d.stages for d in b.corpus.dataset_documents("cap"))
+    out = tmp_path / "count.txt"
+    proc = run("documents", "cap", "--count", "-o", str(out), endpoint=b.endpoint_url)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == f"{n}\n" and proc.stdout.strip() == str(n)
+
+
 def test_documents_limit_zero_lists_everything(b: LocalBucket) -> None:
     expected = sorted(
         d.document_id for d in b.corpus.dataset_documents("cap") if "documents" in d.stages

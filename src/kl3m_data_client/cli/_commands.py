@@ -243,6 +243,8 @@ async def _count_ids(
         progress.update(count)
     finally:
         progress.close()
+    if args.output:  # as in 0.2.0: the count, one line
+        await asyncio.to_thread(Path(args.output).write_text, f"{count}\n", encoding="utf-8")
     if ui.json_mode:
         ui.emit_json({"dataset_id": args.dataset, "stage": stage.value, "document_count": count})
     else:
