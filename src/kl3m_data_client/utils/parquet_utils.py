@@ -40,6 +40,14 @@ _KEY = "<parquet bytes>"
 _tokenizers: dict[str, Any] = {}
 
 
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_TOKEN_TYPE":  # pyarrow.uint32(), without importing pyarrow up front
+        import pyarrow as pa
+
+        return pa.uint32()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get_default_tokenizer() -> Any:
     """The KL3M tokenizer (``tokenizers`` package, fetched from the Hugging Face hub once)."""
     if DEFAULT_TOKENIZER_NAME not in _tokenizers:
