@@ -377,6 +377,8 @@ def test_dataset_id_with_a_sub_path(kl3m_corpus_bucket: LocalBucket) -> None:
         assert doc.document_key == nested.document_key
         status = client.get_dataset_status(sub)
         assert status.document_count == len(expected)
+        records = list(client.iter_jsonl_export(sub))  # the exporter lists the same ids
+        assert [r["id"] for r in records] == ids
 
 
 def test_index_objects_written_by_build_are_gzip_json(kl3m_bucket: LocalBucket) -> None:
