@@ -137,6 +137,24 @@ def test_listing_helpers(kl3m_corpus_bucket: LocalBucket) -> None:
         s3.close()
 
 
+def test_decoding_failures_are_typed(kl3m_bucket: LocalBucket) -> None:
+    from kl3m_data_client import CorruptObjectError
+
+    with pytest.raises(CorruptObjectError) as raw:
+        s3u.decompress_content(b"\xff\xfe not gzip")
+    assert isinstance(raw.value.__cause__, UnicodeDecodeError)
+    with pytest.raises(CorruptObjectError):
+        s3u.decompress_content("not base64 !")
+    s3 = _s3(kl3m_bucket)
+    try:
+        s3u.put_object_bytes(s3, kl3m_bucket.bucket, "scratch/latin1.txt", b"caf\xe9")
+        with pytest.raises(CorruptObjectError) as text:
+            s3u.get_object(s3, kl3m_bucket.bucket, "scratch/latin1.txt")
+        assert text.value.key == "scratch/latin1.txt"
+    finally:
+        s3.close()
+
+
 def test_key_helpers() -> None:
     assert s3u.convert_key_to_stage("documents/usc/a/x.json", Stage.PARQUET) == "parquet/usc/a/x"
     assert s3u.get_parquet_key("representations/usc/x.json") == "parquet/usc/x"

@@ -84,6 +84,11 @@ class KL3MClient:
     ) -> None:
         session = options.pop("session", None)
         config = options.pop("config", None)
+        blocking = False
+        if s3_client is not None:
+            from kl3m_data_client._boto3_store import is_blocking_client
+
+            blocking = is_blocking_client(s3_client)
         if config is None:
             given: dict[str, Any] = {
                 "region": region,
@@ -93,7 +98,8 @@ class KL3MClient:
                 **options,
             }
             if s3_client is not None:  # lend what the caller did not give explicitly
-                lent = _options_from_boto_client(s3_client)
+                # a boto3 client signs its own requests: no frozen copy of its credentials
+                lent = _options_from_boto_client(s3_client, credentials=not blocking)
                 if aws_access_key_id or options.get("anonymous"):
                     for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
                         lent.pop(name, None)
@@ -103,11 +109,7 @@ class KL3MClient:
         self.config: ClientConfig = config
         self._session = session
         self._user_s3_client = s3_client
-        self._boto3_client: Any = None
-        if s3_client is not None:
-            from kl3m_data_client._boto3_store import is_blocking_client
-
-            self._boto3_client = s3_client if is_blocking_client(s3_client) else None
+        self._boto3_client: Any = s3_client if blocking else None
         self._sync_s3_client: Any = None
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
@@ -393,8 +395,9 @@ def _document_from_key(client: Any, dataset_id: str, document_key: str | None) -
     return AsyncDocument(async_client, dataset_id, document_id, stage)  # type: ignore[arg-type]
 
 
-def _options_from_boto_client(s3_client: Any) -> dict[str, Any]:
-    """Region, endpoint and credentials of a boto3/botocore client passed as ``s3_client``."""
+def _options_from_boto_client(s3_client: Any, *, credentials: bool = True) -> dict[str, Any]:
+    """Region, endpoint (and, for a client we cannot use as it is, credentials) of a
+    client passed as ``s3_client``."""
     options: dict[str, Any] = {}
     meta = getattr(s3_client, "meta", None)
     region = getattr(meta, "region_name", None)
@@ -403,10 +406,12 @@ def _options_from_boto_client(s3_client: Any) -> dict[str, Any]:
     endpoint = getattr(meta, "endpoint_url", None)
     if endpoint and "amazonaws.com" not in endpoint:
         options["endpoint_url"] = endpoint
+    if not credentials:
+        return options
     signer = getattr(s3_client, "_request_signer", None)
-    credentials = getattr(signer, "_credentials", None)
-    if credentials is not None:
-        frozen = credentials.get_frozen_credentials()
+    found = getattr(signer, "_credentials", None)
+    if found is not None:
+        frozen = found.get_frozen_credentials()
         options["aws_access_key_id"] = frozen.access_key
         options["aws_secret_access_key"] = frozen.secret_key
         if frozen.token:

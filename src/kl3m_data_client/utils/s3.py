@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kl3m_data_client._errors import InvalidInputError, KL3MError
+from kl3m_data_client._errors import CorruptObjectError, InvalidInputError, KL3MError
 from kl3m_data_client._formats import (
     DEFAULT_LIMITS,
     bytes_to_content,
@@ -290,7 +290,12 @@ def get_object(
 ) -> str | None:
     """The object decoded as UTF-8 text, or None if it does not exist."""
     data = get_object_bytes(client, bucket, key, retry_count, retry_delay)
-    return None if data is None else data.decode("utf-8")
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptObjectError(key, f"not UTF-8 text: {exc}") from exc
 
 
 def put_object_bytes(
@@ -388,7 +393,10 @@ def decompress_content(content: str | bytes, binary: bool = False) -> str | byte
                 content, "<content>", limit=DEFAULT_LIMITS.max_inflated_bytes, what="gzip", wbits=31
             )
             return bytes_to_content(raw, mime)
-        content = content.decode("ascii", errors="strict")
+        try:
+            content = content.decode("ascii", errors="strict")
+        except UnicodeDecodeError as exc:
+            raise CorruptObjectError("<content>", "neither gzip nor base64 text") from exc
     return decode_content_field(content, "<content>", mime_type=mime)
 
 
