@@ -16,6 +16,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def reference(session: nox.Session) -> None:
+    """The tests and examples of kl3m-data-client==0.2.0 (its sdist, fetched with pip into
+    ~/.cache/kl3m-data-client/reference) run unchanged against this package on a local
+    bucket; see tests/reference_suite.py and docs/migrating.md."""
+    session.install("-e", ".[dev]")
+    session.run("python", "tests/reference_suite.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")

@@ -163,7 +163,7 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
 
 
 def test_invalid_ids_exit_2(ep: str) -> None:
-    proc = run("status", "a/b", endpoint=ep)
+    proc = run("status", "a/../b", endpoint=ep)
     assert proc.returncode == 2
     assert "invalid input" in one_error_line(proc)
     proc = run("inspect", "usc", "a/../b", "--json", endpoint=ep)
@@ -228,8 +228,24 @@ def test_status_human_and_csv(b: LocalBucket, ep: str, tmp_path: Path) -> None:
     assert "cap" in proc.stdout
     assert str(expected["document_count"]) in proc.stdout
     header, row = csv_path.read_text().splitlines()
-    assert header.split(",") == list(expected)
-    assert row.split(",")[:2] == ["cap", str(expected["document_count"])]
+    assert header.split(",") == [  # 0.2.0's column names
+        "Dataset",
+        "Documents",
+        "Representations",
+        "Parquet",
+        "Missing Rep.",
+        "Missing Parq.",
+        "Is Complete",
+    ]
+    assert row.split(",") == [
+        "cap",
+        str(expected["document_count"]),
+        str(expected["representation_count"]),
+        str(expected["parquet_count"]),
+        str(expected["missing_representations"]),
+        str(expected["missing_parquet"]),
+        str(expected["is_complete"]),
+    ]
 
 
 def test_status_key_prefix(b: LocalBucket, ep: str) -> None:
@@ -313,7 +329,8 @@ def test_inspect_documents_json(ep: str, doc: GeneratedDocument) -> None:
     assert data["dataset_id"] == "usc"
     assert data["document_id"] == doc.document_id
     assert data["stage"] == "documents"
-    assert data["content_type"] == doc.mime_type
+    assert data["content_type"] == "document"  # 0.2.0's field and values
+    assert data["mime_type"] == doc.mime_type
     assert data["metadata"]["title"] == doc.title
     assert data["metadata"]["format"] == doc.mime_type
     assert set(data["metadata"]) == {"identifier", "source", "title", "format"}
@@ -326,7 +343,11 @@ def test_inspect_representations_json(ep: str, doc: GeneratedDocument) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["content_type"] == doc.representation_mime
+    assert data["content_type"] == "representation"
+    assert data["mime_type"] == doc.representation_mime
+    assert data["available_representations"] == [doc.representation_mime]
+    assert data["representation_preview"]["type"] == doc.representation_mime
+    assert doc.text.startswith(data["representation_preview"]["content"].rstrip("…"))
     assert data["metadata"]["identifier"] == doc.identifier
     assert doc.text.startswith(data["content_preview"].rstrip("…"))
     proc = run(
@@ -350,6 +371,10 @@ def test_inspect_parquet_json(ep: str, doc: GeneratedDocument) -> None:
     assert data["metadata"]["identifier"] == doc.identifier
     assert data["content_preview"].startswith(f"[{doc.tokens[0]}, {doc.tokens[1]},")
     assert f"({len(doc.tokens):,} tokens)" in data["content_preview"]
+    assert data["content_type"] == "parquet"
+    assert data["representations"] == {doc.representation_mime: len(doc.tokens)}
+    assert data["table"]["rows"] == 1 and "representations" in data["table"]["columns"]
+    assert data["size"] > 0
 
 
 def test_inspect_human(ep: str, doc: GeneratedDocument) -> None:

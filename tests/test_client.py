@@ -264,7 +264,8 @@ async def test_dataset_index_both_encodings(
     ("dataset", "document_id"),
     [
         ("", "x"),
-        ("a/b", "x"),
+        ("a//b", "x"),
+        ("usc/../x", "x"),
         ("usc", ""),
         ("usc", "/abs"),
         ("usc", "a/../b"),

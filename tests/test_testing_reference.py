@@ -1,7 +1,8 @@
 """The public reference client (``kl3m-data-client==0.2.0``, sync, boto3) reads the corpus.
 
-The reference shares our import name, so it is installed into ``.ref-client/0.2.0`` (repo
-root, gitignored) and run in a subprocess with ``PYTHONPATH`` pointing there and
+The reference shares our import name, so it is installed into the cache outside the
+repository that ``reference_suite`` uses (``~/.cache/kl3m-data-client/reference/0.2.0/site``)
+and run in a subprocess with ``PYTHONPATH`` pointing there and
 ``AWS_ENDPOINT_URL`` at the local server. It needs boto3, pyarrow, rich and tokenizers, all
 present in the dev environment.
 
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 
 from kl3m_data_client.testing import TOKENIZER_NAME, LocalBucket
+from reference_suite import cache_dir
 
 
 def _plugin_autoloaded() -> bool:
@@ -41,7 +43,7 @@ def _plugin_autoloaded() -> bool:
 pytest_plugins = [] if _plugin_autoloaded() else ["kl3m_data_client.testing._plugin"]
 
 REF_VERSION = "0.2.0"
-REF_DIR = Path(__file__).resolve().parents[1] / ".ref-client" / REF_VERSION
+REF_DIR = cache_dir() / "site"
 
 READER = textwrap.dedent(
     """

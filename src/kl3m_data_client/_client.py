@@ -248,7 +248,7 @@ class AsyncKL3MClient:
         count = 0
         async with closing(self.iter_objects(prefix, start_after=start_after)) as infos:
             async for info in infos:
-                doc_id = document_id_from_key(info.key)
+                doc_id = document_id_from_key(info.key, dataset_id)
                 if not doc_id:
                     continue
                 yield doc_id

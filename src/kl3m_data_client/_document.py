@@ -42,8 +42,8 @@ class DocumentBase:
 
     @property
     def doc_path(self) -> str:
-        """The id as a path below the dataset (same as ``document_id``)."""
-        return self.document_id
+        """The object's path below ``{stage}/{dataset_id}/`` (``x.json``; ``x`` in parquet)."""
+        return self.key(self.stage)[len(self.stage.value) + len(self.dataset_id) + 2 :]
 
     def key(self, stage: Stage) -> str:
         """The object key of this document in ``stage``."""

@@ -20,13 +20,14 @@ def _check_segments(kind: str, value: str) -> None:
 
 
 def validate_dataset_id(dataset_id: str) -> str:
-    """Return ``dataset_id`` if it names one dataset (no ``/``, not empty), else raise."""
+    """Return ``dataset_id`` if it names a dataset, else raise.
+
+    As in 0.2.0, a dataset id may carry a sub-path (``usc/title-01``): the folder
+    ``{stage}/usc/title-01/`` is then read as a dataset of its own, and document ids are
+    relative to it. Empty, ``.`` and ``..`` segments are refused.
+    """
     if not isinstance(dataset_id, str) or not dataset_id.strip():
         raise InvalidInputError(f"dataset id must be a non-empty string, got {dataset_id!r}")
-    if "/" in dataset_id:
-        raise InvalidInputError(
-            f"dataset id {dataset_id!r} contains '/'; pass the sub-folder as key_prefix"
-        )
     _check_segments("dataset id", dataset_id)
     return dataset_id
 
@@ -87,12 +88,28 @@ def object_key(stage: Stage, dataset_id: str, document_id: str) -> str:
 
 
 def document_id_from_key(key: str, dataset_id: str | None = None) -> str:
-    """The document id in a key of any data stage (``.json`` dropped); '' if none."""
+    """The document id in a key of any data stage (``.json`` dropped); '' if none.
+
+    Without ``dataset_id`` the first folder is the dataset; with it (which may have a
+    sub-path, ``usc/title-01``) the id is relative to that folder, and a key outside it
+    gives ''.
+    """
     stage, _, rest = key.partition("/")
     if stage not in _STAGE_VALUES:
         rest = key
-    dataset, sep, doc = rest.partition("/")
-    if not sep or (dataset_id is not None and dataset != dataset_id) or doc.endswith("/"):
+    if dataset_id is not None and "/" in dataset_id:
+        sep = dataset_id + "/"
+        if not rest.startswith(sep):
+            return ""
+        dataset, doc = dataset_id, rest[len(sep) :]
+    else:
+        dataset, sep, doc = rest.partition("/")
+    if (
+        not sep
+        or not doc
+        or (dataset_id is not None and dataset != dataset_id)
+        or doc.endswith("/")
+    ):
         return ""
     if stage != Stage.PARQUET.value and doc.endswith(".json"):
         doc = doc[: -len(".json")]
@@ -106,3 +123,21 @@ def index_key(dataset_id: str, key_prefix: str | None = None) -> str:
     if clean:
         return f"index/{dataset_id}-{clean.replace('/', '-')}.json.gz"
     return f"index/{dataset_id}.json.gz"
+
+
+def parse_document_key(dataset_id: str, key: str) -> tuple[Stage, str]:
+    """The stage and document id of ``key``, a key of ``dataset_id`` in any data stage.
+
+    ``documents/usc/a/x.json`` -> (DOCUMENTS, ``a/x``); a key without a stage prefix is
+    taken as a documents-stage path below the dataset.
+    """
+    validate_dataset_id(dataset_id)
+    for stage in DATA_STAGES:
+        prefix = f"{stage.value}/{dataset_id}/"
+        if key.startswith(prefix):
+            doc = key[len(prefix) :]
+            if stage is not Stage.PARQUET and doc.endswith(".json"):
+                doc = doc[: -len(".json")]
+            return stage, validate_document_id(doc)
+    doc = key[: -len(".json")] if key.endswith(".json") else key
+    return Stage.DOCUMENTS, validate_document_id(doc)

@@ -38,7 +38,7 @@ _ORPHANS: list[object] = []
 class _Runner:
     """An event loop on a daemon thread (anyio's blocking portal) and the async client on it."""
 
-    def __init__(self, config: ClientConfig, session: Any) -> None:
+    def __init__(self, config: ClientConfig, session: Any, s3_client: Any = None) -> None:
         from anyio.from_thread import start_blocking_portal
 
         self.pid = os.getpid()
@@ -47,6 +47,10 @@ class _Runner:
         )
         self.portal = self._cm.__enter__()
         self.client = AsyncKL3MClient(config=config, session=session)
+        if s3_client is not None:  # a caller's boto3 client: used as it is (_boto3_store)
+            from kl3m_data_client._boto3_store import use_boto3_client
+
+            use_boto3_client(self.client, s3_client)
         self.closed = False
 
     def close(self) -> None:
@@ -80,6 +84,11 @@ class KL3MClient:
     ) -> None:
         session = options.pop("session", None)
         config = options.pop("config", None)
+        blocking = False
+        if s3_client is not None:
+            from kl3m_data_client._boto3_store import is_blocking_client
+
+            blocking = is_blocking_client(s3_client)
         if config is None:
             given: dict[str, Any] = {
                 "region": region,
@@ -89,7 +98,8 @@ class KL3MClient:
                 **options,
             }
             if s3_client is not None:  # lend what the caller did not give explicitly
-                lent = _options_from_boto_client(s3_client)
+                # a boto3 client signs its own requests: no frozen copy of its credentials
+                lent = _options_from_boto_client(s3_client, credentials=not blocking)
                 if aws_access_key_id or options.get("anonymous"):
                     for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
                         lent.pop(name, None)
@@ -99,6 +109,7 @@ class KL3MClient:
         self.config: ClientConfig = config
         self._session = session
         self._user_s3_client = s3_client
+        self._boto3_client: Any = s3_client if blocking else None
         self._sync_s3_client: Any = None
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
@@ -124,7 +135,9 @@ class KL3MClient:
                     _ORPHANS.append(runner)
                     if self._finalizer is not None:
                         self._finalizer.detach()
-                runner = _Runner(self.config, self._session if runner is None else None)
+                runner = _Runner(
+                    self.config, self._session if runner is None else None, self._boto3_client
+                )
                 self._runner = runner
                 self._finalizer = weakref.finalize(self, runner.close)
         return runner
@@ -305,13 +318,38 @@ class KL3MClient:
 
 
 class Document(DocumentBase):
-    """A document of a :class:`KL3MClient`; other stages load on demand (blocking)."""
+    """A document of a :class:`KL3MClient`; other stages load on demand (blocking).
 
-    def __init__(self, client: KL3MClient, document: AsyncDocument) -> None:
+    Built by the client, or as in 0.2.0: ``Document(client, dataset_id, document_key,
+    bucket)`` with the key of the document in any data stage.
+    """
+
+    def __init__(
+        self,
+        client: KL3MClient,
+        dataset_id: str | AsyncDocument,
+        document_key: str | None = None,
+        bucket: str | None = None,
+    ) -> None:
+        if isinstance(dataset_id, AsyncDocument):
+            document = dataset_id
+        else:
+            document = _document_from_key(client, dataset_id, document_key)
         super().__init__(document.dataset_id, document.document_id, document.stage)
         self._contents = document._contents  # shared cache with the async handle
         self.client = client
         self._async = document
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of the document."""
+        return self._bucket or self.client.bucket
+
+    @property
+    def s3_client(self) -> Any:
+        """The client's blocking botocore S3 client (see ``KL3MClient.s3_client``)."""
+        return self.client.s3_client
 
     def get_content(self, stage: Stage | str = Stage.DOCUMENTS) -> StageContent | None:
         """The content of ``stage`` (one GET the first time), or None if it is not there."""
@@ -345,8 +383,21 @@ class Document(DocumentBase):
         return self.client._call(self._async.exists_in_stage, stage)
 
 
-def _options_from_boto_client(s3_client: Any) -> dict[str, Any]:
-    """Region, endpoint and credentials of a boto3/botocore client passed as ``s3_client``."""
+def _document_from_key(client: Any, dataset_id: str, document_key: str | None) -> AsyncDocument:
+    """The async handle of 0.2.0's ``Document(client, dataset_id, document_key)``."""
+    from kl3m_data_client._keys import parse_document_key
+
+    if not isinstance(document_key, str):
+        raise TypeError("Document(client, dataset_id, document_key, bucket) needs document_key")
+    stage, document_id = parse_document_key(dataset_id, document_key)
+    # another client object (a test double) gets a handle that can give its keys, not I/O
+    async_client = client.async_client if isinstance(client, KL3MClient) else None
+    return AsyncDocument(async_client, dataset_id, document_id, stage)  # type: ignore[arg-type]
+
+
+def _options_from_boto_client(s3_client: Any, *, credentials: bool = True) -> dict[str, Any]:
+    """Region, endpoint (and, for a client we cannot use as it is, credentials) of a
+    client passed as ``s3_client``."""
     options: dict[str, Any] = {}
     meta = getattr(s3_client, "meta", None)
     region = getattr(meta, "region_name", None)
@@ -355,10 +406,12 @@ def _options_from_boto_client(s3_client: Any) -> dict[str, Any]:
     endpoint = getattr(meta, "endpoint_url", None)
     if endpoint and "amazonaws.com" not in endpoint:
         options["endpoint_url"] = endpoint
+    if not credentials:
+        return options
     signer = getattr(s3_client, "_request_signer", None)
-    credentials = getattr(signer, "_credentials", None)
-    if credentials is not None:
-        frozen = credentials.get_frozen_credentials()
+    found = getattr(signer, "_credentials", None)
+    if found is not None:
+        frozen = found.get_frozen_credentials()
         options["aws_access_key_id"] = frozen.access_key
         options["aws_secret_access_key"] = frozen.secret_key
         if frozen.token:

@@ -50,6 +50,8 @@ def make_client(args: argparse.Namespace) -> AsyncKL3MClient:
         "anonymous": args.no_sign_request,
         "requester_pays": args.requester_pays,
         "verbose": args.verbose,
+        "aws_access_key_id": args.aws_access_key_id,
+        "aws_secret_access_key": args.aws_secret_access_key,
     }
     if args.max_concurrency:
         options["max_concurrency"] = args.max_concurrency

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import csv
 import json
 import mimetypes
@@ -121,7 +122,7 @@ async def cmd_status(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         raise _missing_dataset(client, args.dataset, args.key_prefix)
     data = status.as_dict()
     if args.csv:
-        await asyncio.to_thread(_write_csv, Path(args.csv), data)
+        await asyncio.to_thread(_write_csv, Path(args.csv), status)
         ui.note(f"wrote {args.csv}")
     if ui.json_mode:
         ui.emit_json(data)
@@ -130,11 +131,33 @@ async def cmd_status(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
     return EXIT_OK
 
 
-def _write_csv(path: Path, data: dict[str, Any]) -> None:
+#: ``status --csv`` columns, named as 0.2.0's CLI named them.
+CSV_HEADER = (
+    "Dataset",
+    "Documents",
+    "Representations",
+    "Parquet",
+    "Missing Rep.",
+    "Missing Parq.",
+    "Is Complete",
+)
+
+
+def _write_csv(path: Path, status: DatasetStatus) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(data))
-        writer.writeheader()
-        writer.writerow(data)
+        writer = csv.writer(fh)
+        writer.writerow(CSV_HEADER)
+        writer.writerow(
+            [
+                status.dataset_id,
+                status.document_count,
+                status.representation_count,
+                status.parquet_count,
+                status.missing_representations,
+                status.missing_parquet,
+                status.is_complete,
+            ]
+        )
 
 
 def print_status_table(ui: UI, statuses: list[DatasetStatus], *, title: str) -> None:
@@ -169,7 +192,8 @@ def print_status_table(ui: UI, statuses: list[DatasetStatus], *, title: str) -> 
 # -- documents ----------------------------------------------------------------------------------
 async def cmd_documents(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
     stage = Stage.coerce(args.stage)
-    ids = client.iter_documents(args.dataset, stage, args.key_prefix, args.limit)
+    # --limit 0 lists everything, as in 0.2.0
+    ids = client.iter_documents(args.dataset, stage, args.key_prefix, args.limit or None)
     try:
         first = await anext(ids, None)
         if first is None and not await dataset_exists(client, args.dataset):
@@ -219,6 +243,8 @@ async def _count_ids(
         progress.update(count)
     finally:
         progress.close()
+    if args.output:  # as in 0.2.0: the count, one line
+        await asyncio.to_thread(Path(args.output).write_text, f"{count}\n", encoding="utf-8")
     if ui.json_mode:
         ui.emit_json({"dataset_id": args.dataset, "stage": stage.value, "document_count": count})
     else:
@@ -321,13 +347,16 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
             if isinstance(body, str)
             else f"<{len(body):,} bytes of binary content>"
         )
-        result["content_type"] = meta.format
+        result["content_type"] = "document"
+        result["mime_type"] = meta.format
         result["metadata"] = {
             "identifier": meta.identifier,
             "source": meta.source,
-            "title": meta.title,
-            "format": meta.format,
+            "title": meta.title or "",
+            "format": meta.format or "",
         }
+        if isinstance(body, bytes):
+            result["content_size"] = len(body)
         verified = content.verify()
         extra = [
             ("date", meta.date or ""),
@@ -346,7 +375,13 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
                 f"document {args.document_id!r} has no {args.representation or 'text'} "
                 f"representation (available: {available})"
             )
-        result["content_type"] = single.mime_type
+        result["content_type"] = "representation"
+        result["mime_type"] = single.mime_type
+        result["available_representations"] = rep.get_available_mime_types()
+        result["representation_preview"] = {
+            "type": single.mime_type,
+            "content": _preview(single.content, limit),
+        }
         title = rep.metadata.get("title")
         fmt = rep.metadata.get("format") or rep.metadata.get("mime_type")
         result["metadata"] = {
@@ -368,7 +403,11 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
         reps = content.get_representations()
         mime = next(iter(reps), None)
         tokens = reps.get(mime, []) if mime else []
-        result["content_type"] = "application/vnd.apache.parquet"
+        result["content_type"] = "parquet"
+        result["mime_type"] = "application/vnd.apache.parquet"
+        result["size"] = content.size
+        result["table"] = {"columns": content.get_columns(), "rows": content.get_table().num_rows}
+        result["representations"] = {m: len(ids) for m, ids in reps.items()}
         result["metadata"] = {
             "identifier": str(row.get("identifier") or ""),
             "source": None,
@@ -386,6 +425,13 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
     else:  # pragma: no cover - the client only returns the three content types
         raise InvalidInputError(f"unexpected content {type(content).__name__}")
     result["content_preview"] = preview
+    if args.output:
+        target = Path(args.output)
+        await asyncio.to_thread(write_atomically, target, _inspect_output(content), overwrite=True)
+        result["output"] = str(target)
+        if not ui.json_mode:
+            ui.note(f"wrote the {stage.value} content to {target}")
+            return EXIT_OK
     if ui.json_mode:
         ui.emit_json(result)
         return EXIT_OK
@@ -393,7 +439,7 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
         ("dataset", result["dataset_id"]),
         ("document", result["document_id"]),
         ("stage", result["stage"]),
-        ("content type", result["content_type"] or ""),
+        ("content type", result["mime_type"] or ""),
         *((k, "" if v is None else str(v)) for k, v in result["metadata"].items()),
         *extra,
     ]
@@ -401,6 +447,23 @@ async def cmd_inspect(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI)
     if preview:
         ui.panel(preview, title="content preview")
     return EXIT_OK
+
+
+def _inspect_output(content: DocumentContent | RepresentationContent | ParquetContent) -> bytes:
+    """``inspect --output``: the content as JSON (binary originals in ``content_base64``);
+    a parquet object as stored."""
+    if isinstance(content, ParquetContent):
+        return content.data
+    if isinstance(content, DocumentContent):
+        body: dict[str, Any] = {"metadata": content.metadata.fields}
+        if isinstance(content.content, bytes):
+            body["content"] = None
+            body["content_base64"] = base64.b64encode(content.content).decode("ascii")
+        else:
+            body["content"] = content.content
+    else:
+        body = {"documents": content.documents}
+    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
 async def _missing_document(

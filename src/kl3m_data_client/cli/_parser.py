@@ -119,6 +119,19 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "$AWS_ENDPOINT_URL, else AWS)",
     )
     group.add_argument(
+        "--aws-access-key-id",
+        metavar="ID",
+        default=default(None),
+        help="access key id (as in 0.2.0; prefer $AWS_ACCESS_KEY_ID or --profile)",
+    )
+    group.add_argument(
+        "--aws-secret-access-key",
+        metavar="KEY",
+        default=default(None),
+        help="secret access key (visible to other users in the process list; prefer "
+        "$AWS_SECRET_ACCESS_KEY or --profile)",
+    )
+    group.add_argument(
         "--no-sign-request",
         action="store_true",
         default=default(False),
@@ -225,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--stage", choices=STAGES, default="documents", help="(default: documents)")
     p.add_argument("--key-prefix", metavar="P", help="only ids below this sub-path")
-    p.add_argument("--limit", metavar="N", type=_non_negative_int, help="stop after N ids")
+    p.add_argument(
+        "--limit", metavar="N", type=_non_negative_int, help="stop after N ids (0: no limit)"
+    )
     p.add_argument("--count", action="store_true", help="print only the number of ids")
     p.add_argument(
         "-o", "--output", metavar="FILE", help="write the ids (or the JSON) to FILE, not stdout"
@@ -244,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIME",
         help="representation to preview (representations stage; default: markdown, else "
         "plain text, else the first)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the stage's content to FILE (JSON; the parquet object as stored)",
     )
     p.add_argument(
         "--preview-chars",

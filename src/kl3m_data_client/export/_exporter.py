@@ -175,7 +175,7 @@ async def iter_items(
     async with closing(client.iter_objects(prefix, start_after=start_after)) as infos:
         async for info in infos:
             key = info.key
-            doc_id = document_id_from_key(key)
+            doc_id = document_id_from_key(key, plan.dataset_id)
             if not doc_id:
                 continue
             position += 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["DatasetStatus", "Stage"]
+__all__ = ["DatasetStatus", "ProcessingResult", "Stage"]
 
 
 class Stage(Enum):
@@ -80,3 +80,42 @@ class DatasetStatus:
             missing_representations=max(0, documents - representations),
             missing_parquet=max(0, representations - parquet),
         )
+
+
+@dataclass(frozen=True)
+class ProcessingResult:
+    """Counts and duration of a batch operation (documents processed, errors, seconds)."""
+
+    processed_count: int
+    error_count: int
+    duration_seconds: float
+
+    @property
+    def total_count(self) -> int:
+        """Processed plus failed."""
+        return self.processed_count + self.error_count
+
+    @property
+    def success_rate(self) -> float:
+        """Percentage processed without error (100.0 when nothing was attempted)."""
+        if self.total_count == 0:
+            return 100.0
+        return 100.0 * self.processed_count / self.total_count
+
+    @property
+    def docs_per_second(self) -> float:
+        """Processed documents per second (0.0 for a zero duration)."""
+        if self.duration_seconds <= 0:
+            return 0.0
+        return self.processed_count / self.duration_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict."""
+        return {
+            "processed_count": self.processed_count,
+            "error_count": self.error_count,
+            "duration_seconds": self.duration_seconds,
+            "total_count": self.total_count,
+            "success_rate": self.success_rate,
+            "docs_per_second": self.docs_per_second,
+        }

@@ -71,6 +71,27 @@ class DocumentContent:
     raw: bytes = field(default=b"", repr=False)
     blake2b: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DocumentContent:
+        """Build from a dict whose ``content`` is already decoded (metadata from the rest).
+
+        Objects read from the bucket are decoded by the client (base64 + zlib, MIME type);
+        this constructor takes ``content`` as given, like 0.2.0's.
+        """
+        content = data.get("content")
+        if content is None:
+            content = ""
+        elif not isinstance(content, (str, bytes)):
+            raise TypeError(f"'content' must be str or bytes, got {type(content).__name__}")
+        raw = content if isinstance(content, bytes) else content.encode("utf-8")
+        digest = data.get("blake2b")
+        return cls(
+            content=content,
+            metadata=DocumentMetadata.from_dict(data),
+            raw=raw,
+            blake2b=digest if isinstance(digest, str) and digest else None,
+        )
+
     @property
     def mime_type(self) -> str | None:
         """The MIME type of the original (the Dublin Core ``format``)."""
@@ -88,9 +109,19 @@ class DocumentContent:
         return hashlib.blake2b(self.raw).hexdigest() == self.blake2b.lower()
 
 
+#: 0.2.0's default arguments: kept first, so that whenever 0.2.0's no-argument call found
+#: something, the same value comes back here.
+REFERENCE_DEFAULT_MIME = "text/plain"
+REFERENCE_DEFAULT_TOKENIZER = "cl100k_base"
+
+
 def _pick_mime(available: dict[str, Any], mime_type: str | None) -> str | None:
+    """``mime_type``; by default ``text/plain`` (0.2.0's default) if present, else
+    markdown, else the first (where 0.2.0 returned None)."""
     if mime_type is not None:
         return mime_type if mime_type in available else None
+    if REFERENCE_DEFAULT_MIME in available:
+        return REFERENCE_DEFAULT_MIME
     return preferred_mime(available)
 
 
@@ -113,9 +144,12 @@ class SingleRepresentation:
         )
 
     def get_tokens(self, tokenizer: str | None = None) -> list[int] | None:
-        """Token ids of ``tokenizer`` (default: KL3M's tokenizer, else the only one stored)."""
+        """Token ids of ``tokenizer``; by default ``cl100k_base`` (0.2.0's default) if
+        stored, else KL3M's tokenizer, else the first stored (where 0.2.0 gave None)."""
         if tokenizer is not None:
             return self.tokens.get(tokenizer)
+        if REFERENCE_DEFAULT_TOKENIZER in self.tokens:
+            return self.tokens[REFERENCE_DEFAULT_TOKENIZER]
         if DEFAULT_TOKENIZER in self.tokens:
             return self.tokens[DEFAULT_TOKENIZER]
         return next(iter(self.tokens.values()), None)
@@ -167,7 +201,8 @@ class RepresentationList:
         )
 
     def get_representation(self, mime_type: str | None = None) -> SingleRepresentation | None:
-        """The representation of ``mime_type`` (default: markdown, else plain text, else first)."""
+        """The representation of ``mime_type`` (default: plain text, else markdown, else
+        the first)."""
         mime = _pick_mime(self.representations, mime_type)
         return None if mime is None else self.representations[mime]
 
@@ -256,6 +291,15 @@ class RepresentationContent:
         """Every ParsedDocument as a RepresentationList."""
         return [RepresentationList.from_document_data(d) for d in self.documents if d]
 
+    def __str__(self) -> str:
+        if not self.documents:
+            return "RepresentationContent(empty)"
+        if len(self.documents) == 1:
+            rep = self.get_representation(0)
+            if rep is not None:
+                return f"RepresentationContent:\n{rep}"
+        return f"RepresentationContent({len(self.documents)} documents)"
+
 
 @dataclass
 class ParquetContent:
@@ -304,12 +348,18 @@ class ParquetContent:
         return list(self.get_table().to_pylist())
 
     def get_document(self) -> dict[str, Any]:
-        """The first row: ``{"identifier": ..., "representations": {mime: [ids]}}``."""
+        """The first row: ``{"identifier": ..., "representations": {mime: [ids]}}``.
+
+        A table without a ``representations`` column (not a KL3M parquet object) gives its
+        first row as it is, with ``identifier`` defaulting to the document id.
+        """
+        table = self.get_table()
+        rows = table.slice(0, 1).to_pylist()
+        row: dict[str, Any] = dict(rows[0]) if rows else {}
+        if "representations" not in table.column_names:
+            row.setdefault("identifier", self.document_id)
+            return row
         identifier, tokens = self._tokens()
-        row: dict[str, Any] = {}
-        rows = self.get_rows()
-        if rows:
-            row = {k: v for k, v in rows[0].items() if k != "representations"}
         row["identifier"] = identifier or row.get("identifier") or self.document_id
         row["representations"] = tokens
         return row
