@@ -33,7 +33,14 @@ from kl3m_data_client._errors import (
     KL3MError,
     SizeLimitExceededError,
 )
-from kl3m_data_client._store import ListPage, ObjectInfo, S3Store, _BrokenBody, _check_str
+from kl3m_data_client._store import (
+    ListPage,
+    ObjectInfo,
+    S3Store,
+    _BrokenBody,
+    _check_str,
+    _ListingCheck,
+)
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
@@ -132,11 +139,12 @@ class Boto3Store(S3Store):
             page_size=page_size,
             extra=extra,
         )
+        check = _ListingCheck(self, prefix, start_after or "")
         while True:
             response = await self._run(next, pages, _DONE)
             if response is _DONE:
                 return
-            yield self._page(response)
+            yield check.page(response)
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, etag and date, or None if it does not exist."""
@@ -201,6 +209,8 @@ class Boto3Store(S3Store):
         response = client.get_object(Bucket=self.config.bucket, Key=key, **self._extra)
         body = response["Body"]
         try:
+            # read() whole, as boto3 users' own mocks expect (``read=lambda: body``); the size
+            # limit was checked on the HEAD and is checked again below
             data = body.read()
         finally:
             close = getattr(body, "close", None)
