@@ -54,7 +54,6 @@ from kl3m_data_client.export._distributed import (
 from kl3m_data_client.export._exporter import (
     Item,
     Outcome,
-    _error_of,
     iter_items,
     iter_outcomes,
 )
@@ -255,12 +254,13 @@ async def _shard_items(
 
 
 def _accept(outcome: Outcome, on_error: OnError) -> Record | None:
-    """The record of an outcome; a failed one raises the exporter's typed error
-    (CorruptObjectError, NotFoundError, InvalidInputError) or is logged and skipped."""
+    """The record of an outcome; a failed one raises its typed error (CorruptObjectError,
+    NotFoundError, InvalidInputError, ...) or is logged and skipped. (Systemic failures
+    never reach here: the fetch step waits for them, then raises ExportStoppedError.)"""
     if outcome.error is None:
         return outcome.record  # None when the filters leave it out
     if on_error == "raise":
-        raise _error_of(outcome.item.key, outcome.error)
+        raise outcome.error
     logger.warning("skipping %s: %s", outcome.item.key, outcome.error)
     return None
 
@@ -554,6 +554,19 @@ def _progress_of(results: list[dict[str, Any]], start: float, done: bool) -> Exp
     )
 
 
+def _get_typed(refs: list[Any]) -> list[Any]:
+    """``ray.get(refs)``, raising a task's KL3MError itself (ExportStoppedError after an
+    outage, with its ``last_error``) instead of Ray's wrapper of it."""
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, KL3MError):
+            # its own cause (ExportStoppedError: the failure that stopped the shard) is kept
+            raise cause from cause.__cause__
+        raise
+
+
 def _prepare(dest: str, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> bool:
     return prepare_destination(dest, fingerprint, resume=resume, overwrite=overwrite)
 
@@ -625,7 +638,7 @@ def export_distributed(
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
-                results.extend(ray.get(ready))
+                results.extend(_get_typed(ready))
                 if progress is not None:
                     progress(_progress_of(results, start, done=False))
         finally:
