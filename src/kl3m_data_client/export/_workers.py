@@ -70,9 +70,7 @@ async def _deal(
     after = [point[0] for point in points]
     batches: list[list[Dealt]] = [[] for _ in send]
     if todo:
-        listing = iter_items(
-            client, plan, start_after=start[0], position=start[1], outage=outage
-        )
+        listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
         async with closing(listing) as items:
             async for item in items:
                 j = worker_of(item.document_id, plan.shard, plan.workers)

@@ -7,7 +7,9 @@
 * then serves JSON-line commands read from stdin, answering on stdout:
   ``create_bucket`` (optionally generating a corpus *inside this process* and loading it
   straight into moto's in-memory backend, which is ~100x faster than HTTP PUTs),
-  ``delete_bucket``, ``ping``, ``shutdown``;
+  ``delete_bucket``, ``ping``, ``stop_http`` (close the listening socket and every open
+  connection: an outage; the data stays in memory), ``start_http`` (listen again on the same
+  port), ``shutdown``;
 * exits when stdin reaches EOF, on ``shutdown``, or (Linux) when its parent dies
   (``prctl(PR_SET_DEATHSIG, SIGKILL)``).
 
@@ -17,10 +19,12 @@ Everything else (moto, werkzeug logging) goes to stderr; stdout is reserved for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any, TextIO
@@ -65,10 +69,74 @@ class _Backend:
         self._backend.delete_bucket(bucket)
 
 
-def _handle(backend: _Backend, cmd: dict[str, Any]) -> dict[str, Any]:
+class _Frontend:
+    """moto's WSGI app behind a threaded werkzeug server that can stop and listen again on
+    the same port; stopping also cuts the keep-alive connections it is serving."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.host = host
+        self.port = port
+        self.app = DomainDispatcherApplication(create_backend_app)
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def start(self) -> int:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        frontend = self
+
+        class Handler(MotoRequestHandler):  # type: ignore[misc]
+            def setup(self) -> None:
+                super().setup()
+                with frontend.lock:
+                    frontend.connections.add(self.connection)
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with frontend.lock:
+                        frontend.connections.discard(self.connection)
+
+        self.server = make_server(self.host, self.port, self.app, True, request_handler=Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self.lock:
+            connections = list(self.connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _handle(
+    backend: _Backend, cmd: dict[str, Any], frontend: _Frontend | None = None
+) -> dict[str, Any]:
     op = cmd.get("op")
     if op == "ping":
         return {}
+    if op == "stop_http" and frontend is not None:
+        frontend.stop()
+        return {}
+    if op == "start_http" and frontend is not None:
+        if frontend.server is None:
+            frontend.start()
+        return {"port": frontend.port}
     if op == "create_bucket":
         objects: dict[str, bytes] = {}
         n = int(cmd.get("n_documents", 0))
@@ -110,12 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(args.host, args.port, verbose=False)
-    server.start()
+    frontend = _Frontend(args.host, args.port)
+    port = frontend.start()
     backend = _Backend()
-    _, port = server.get_host_and_port()
     _send(proto, lock, {"event": "ready", "port": port, "pid": os.getpid()})
 
     try:
@@ -127,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 _send(proto, lock, {"id": cmd.get("id"), "ok": True})
                 break
             try:
-                result = _handle(backend, cmd)
+                result = _handle(backend, cmd, frontend)
             except Exception as exc:
                 _send(proto, lock, {"id": cmd.get("id"), "ok": False, "error": repr(exc)})
             else:

@@ -264,6 +264,21 @@ class LocalS3Server:
         """Round-trip a no-op command (raises :class:`ServerError` if the child is gone)."""
         self._command({"op": "ping"})
 
+    def stop_serving(self) -> None:
+        """Start an outage: close the listening socket and cut every open connection.
+
+        Connections are refused until :meth:`restart_serving`; the buckets stay in the
+        server's memory (the child process keeps running).
+        """
+        self._command({"op": "stop_http"})
+
+    def restart_serving(self) -> None:
+        """End an outage: listen again on the same port and wait until HTTP answers."""
+        reply = self._command({"op": "start_http"})
+        if int(reply["port"]) != self._port:  # pragma: no cover - the port was taken
+            raise ServerError(f"server came back on port {reply['port']}, not {self._port}")
+        self._wait_http(time.monotonic() + self.startup_timeout)
+
     # ----------------------------------------------------------------- protocol
     def _require_proc(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
