@@ -90,7 +90,7 @@ class _Frontend:
 
         frontend = self
 
-        class Handler(MotoRequestHandler):  # type: ignore[misc]
+        class Handler(MotoRequestHandler):
             def setup(self) -> None:
                 super().setup()
                 with frontend.lock:
