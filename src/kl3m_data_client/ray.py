@@ -588,6 +588,7 @@ def export_distributed(
     num_cpus: float = 1.0,
     ray_remote_args: dict[str, Any] | None = None,
     runtime_env: dict[str, Any] | None = None,
+    retry_errors: bool = False,
     **options: Any,
 ) -> ExportReport:
     """Export a dataset with one Ray task per shard; the merged :class:`ExportReport`.
@@ -609,7 +610,9 @@ def export_distributed(
     ``max_documents``, ``shard`` and ``workers`` are refused. Ray: ``ray_address`` (used
     when Ray is not initialised yet; None: ``RAY_ADDRESS`` or a local cluster),
     ``num_cpus`` per shard task, extra ``ray_remote_args``, and a ``runtime_env`` for
-    ``ray.init``. ``progress`` is called as shards finish.
+    ``ray.init``. ``progress`` is called as shards finish. ``outage_timeout`` and
+    ``retry_errors`` work per shard as in the single-machine export; a shard stopped by an
+    outage raises :class:`~kl3m_data_client.export.ExportStoppedError` here (rerun to resume).
     """
     client_kwargs = {
         k: options.pop(k) for k in list(options) if k in _CLIENT_KWARGS and k != "max_concurrency"
@@ -632,7 +635,8 @@ def export_distributed(
         start = time.monotonic()
         shard_task = ray.remote(export_shard).options(**remote_args)
         pending = [
-            shard_task.remote(public, dataset_id, dest, i, shards, options) for i in range(shards)
+            shard_task.remote(public, dataset_id, dest, i, shards, options, retry_errors)
+            for i in range(shards)
         ]
         results: list[dict[str, Any]] = []
         try:

@@ -1,4 +1,10 @@
-"""``kl3m-client export`` and ``kl3m-client demo``."""
+"""``kl3m-client export`` and ``kl3m-client demo``.
+
+Exit status of ``export`` (see docs/export.md): 0 complete without errors; 3 complete with
+per-object errors (listed in errors.jsonl); 4 stopped by an outage or another systemic
+failure that outlasted ``--outage-timeout`` (resumable: rerun the same command); 1 other
+errors; 2 usage or invalid input; 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ from kl3m_data_client.cli._commands import (
     print_status_table,
 )
 from kl3m_data_client.cli._ui import UI, Progress, human_bytes
+from kl3m_data_client.export._outage import ExportStoppedError
+
+#: Exit status of an export stopped by an outage / systemic failure (resumable).
+EXIT_STOPPED = 4
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
@@ -139,6 +149,16 @@ def print_report(ui: UI, report: Any) -> None:
         )
 
 
+def stopped_message(exc: ExportStoppedError) -> str:
+    """The one error line of an export stopped by a systemic failure."""
+    cause = exc.last_error
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return (
+        f"export stopped (resumable), {what}; everything before the failure is kept: "
+        "rerunning the same command resumes the export"
+    )
+
+
 async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
     options: dict[str, Any] = {
         "stage": args.stage,
@@ -152,21 +172,27 @@ async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         "max_concurrency": args.max_concurrency,
         "workers": args.workers,
         "overwrite": args.overwrite or None,
+        "outage_timeout": args.outage_timeout,
+        "retry_errors": args.retry_errors or None,
     }
-    if args.ray is not None:
-        report = await run_ray_export(
-            client,
-            args.dataset,
-            args.destination,
-            ui,
-            address=args.ray,
-            shards=args.shards,
-            **options,
-        )
-    elif args.shards is not None:
-        raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
-    else:
-        report = await run_export(client, args.dataset, args.destination, ui, **options)
+    try:
+        if args.ray is not None:
+            report = await run_ray_export(
+                client,
+                args.dataset,
+                args.destination,
+                ui,
+                address=args.ray,
+                shards=args.shards,
+                **options,
+            )
+        elif args.shards is not None:
+            raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
+        else:
+            report = await run_export(client, args.dataset, args.destination, ui, **options)
+    except ExportStoppedError as exc:
+        ui.error(stopped_message(exc))
+        return EXIT_STOPPED
     if ui.json_mode:
         ui.emit_json(report.as_dict())
     else:

@@ -61,6 +61,7 @@ from kl3m_data_client.export._records import (
     make_record,
 )
 from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
+from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
 from kl3m_data_client.export._writers import (
     PartWriter,
     check_parquet_record,
@@ -728,6 +729,13 @@ def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
     return update_manifest(dest, change)
 
 
+def _read_complete(dest: Path) -> Manifest:
+    manifest = read_manifest(dest)
+    if manifest is None:
+        raise InvalidInputError(f"the manifest of {dest} disappeared during the export")
+    return manifest
+
+
 def build_report(
     dest: Path,
     plan: ExportPlan,
@@ -753,6 +761,10 @@ def build_report(
                     str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"])
                 )
             )
+    for p in apply_rounds(totals, manifest):
+        parts.append(
+            PartInfo(str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"]))
+        )
     return ExportReport.from_totals(
         plan.dataset_id,
         plan.stage,
@@ -800,9 +812,16 @@ async def export(
     resume: bool = True,
     overwrite: bool = False,
     progress: Callable[[ExportProgress], Any] | None = None,
+    retry_errors: bool = False,
     **options: Any,
 ) -> ExportReport:
-    """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`)."""
+    """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`).
+
+    Systemic failures are waited for up to ``outage_timeout`` seconds (default 300), then
+    the export stops with :class:`ExportStoppedError` (resumable). With ``retry_errors``,
+    once the export is finished, the objects listed in ``errors.jsonl`` are fetched again
+    (a retry round: see ``docs/export.md``).
+    """
     plan = _plan(client, dataset_id, **options)
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)
@@ -837,6 +856,17 @@ async def export(
 
                 await run_workers(client, plan, dest, tracker, outage)
             manifest = await asyncio.to_thread(_finalize, dest, plan)
+        else:
+            await asyncio.to_thread(repair_errors, dest, manifest)
+        if retry_errors:
+            await retry_round(
+                client,
+                plan,
+                dest,
+                outage,
+                lambda c, force: tracker.update("retry", c, force=force),
+            )
+            manifest = await asyncio.to_thread(_read_complete, dest)
     finally:
         if total_task is not None and not total_task.done():
             total_task.cancel()
@@ -869,4 +899,4 @@ async def export(
 
 def export_options_help() -> Iterable[str]:
     """The names of the export options (for the CLI and docs)."""
-    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress"})
+    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress", "retry_errors"})
