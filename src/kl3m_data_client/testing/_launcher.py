@@ -9,7 +9,8 @@
   straight into moto's in-memory backend, which is ~100x faster than HTTP PUTs),
   ``delete_bucket``, ``ping``, ``stop_http`` (close the listening socket and every open
   connection: an outage; the data stays in memory), ``start_http`` (listen again on the same
-  port), ``shutdown``;
+  port), ``schedule_outage`` (stop after N more requests; optionally reset K connection
+  attempts, then serve again), ``http_status``, ``shutdown``;
 * exits when stdin reaches EOF, on ``shutdown``, or (Linux) when its parent dies
   (``prctl(PR_SET_DEATHSIG, SIGKILL)``).
 
@@ -25,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 from typing import Any, TextIO
@@ -71,7 +73,13 @@ class _Backend:
 
 class _Frontend:
     """moto's WSGI app behind a threaded werkzeug server that can stop and listen again on
-    the same port; stopping also cuts the keep-alive connections it is serving."""
+    the same port; stopping also cuts the keep-alive connections it is serving.
+
+    An outage can be scheduled: after ``after`` more requests the server stops; with
+    ``reject`` set, the port then resets that many connection attempts (the clients see
+    connection errors) and the server comes back by itself; else it stays down until
+    ``start_http``.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -82,12 +90,70 @@ class _Frontend:
         self.server: Any = None
         self.thread: threading.Thread | None = None
         self.connections: set[socket.socket] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards connections and the counters below
+        self.control = threading.Lock()  # one start / stop at a time
+        self.requests = 0
+        self.armed: tuple[int, int | None] | None = None  # (at request count, reject)
+        self.outages = 0
+        self.rejected = 0
+        self.rejecter: socket.socket | None = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        with self.lock:
+            self.requests += 1
+            fire = self.armed is not None and self.requests >= self.armed[0]
+            reject = self.armed[1] if self.armed is not None else None
+            if fire:
+                self.armed = None
+        if fire:
+            threading.Thread(target=self._outage, args=(reject,), daemon=True).start()
+        return self.app(environ, start_response)
+
+    def schedule_outage(self, after: int, reject: int | None) -> None:
+        with self.lock:
+            self.armed = (self.requests + max(1, after), reject)
+
+    def _outage(self, reject: int | None) -> None:
+        with self.control:
+            self._stop()
+            self.outages += 1
+            if reject is None:
+                return
+            sock = socket.create_server((self.host, self.port))
+            self.rejecter = sock
+        try:
+            while True:
+                with self.lock:
+                    if self.rejected >= reject:
+                        break
+                try:
+                    conn, _ = sock.accept()
+                except OSError:  # closed by start_http
+                    return
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # a reset
+                with self.lock:
+                    self.rejected += 1
+        finally:
+            with self.control:
+                if self.rejecter is sock:
+                    self.rejecter = None
+                    sock.close()
+                    self._start()
 
     def start(self) -> int:
+        with self.control:
+            if self.rejecter is not None:
+                self.rejecter.close()
+                self.rejecter = None
+            return self._start()
+
+    def _start(self) -> int:
         from moto.moto_server.werkzeug_app import MotoRequestHandler
         from werkzeug.serving import make_server
 
+        if self.server is not None:
+            return self.port
         frontend = self
 
         class Handler(MotoRequestHandler):
@@ -103,13 +169,17 @@ class _Frontend:
                     with frontend.lock:
                         frontend.connections.discard(self.connection)
 
-        self.server = make_server(self.host, self.port, self.app, True, request_handler=Handler)
+        self.server = make_server(self.host, self.port, self, True, request_handler=Handler)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self.port
 
     def stop(self) -> None:
+        with self.control:
+            self._stop()
+
+    def _stop(self) -> None:
         server, self.server = self.server, None
         if server is None:
             return
@@ -123,6 +193,16 @@ class _Frontend:
         if self.thread is not None:
             self.thread.join()
 
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "serving": self.server is not None,
+                "requests": self.requests,
+                "outages": self.outages,
+                "rejected": self.rejected,
+                "armed": self.armed is not None,
+            }
+
 
 def _handle(
     backend: _Backend, cmd: dict[str, Any], frontend: _Frontend | None = None
@@ -134,9 +214,13 @@ def _handle(
         frontend.stop()
         return {}
     if op == "start_http" and frontend is not None:
-        if frontend.server is None:
-            frontend.start()
-        return {"port": frontend.port}
+        return {"port": frontend.start()}
+    if op == "schedule_outage" and frontend is not None:
+        reject = cmd.get("reject")
+        frontend.schedule_outage(int(cmd["after"]), None if reject is None else int(reject))
+        return {}
+    if op == "http_status" and frontend is not None:
+        return frontend.status()
     if op == "create_bucket":
         objects: dict[str, bytes] = {}
         n = int(cmd.get("n_documents", 0))

@@ -272,6 +272,21 @@ class LocalS3Server:
         """
         self._command({"op": "stop_http"})
 
+    def schedule_outage(self, after_requests: int, *, reject: int | None = None) -> None:
+        """Stop serving once ``after_requests`` more requests have arrived (that request is
+        answered; open connections are then cut). With ``reject``, the port then resets that
+        many connection attempts and the server comes back by itself (a short outage, ended
+        by the clients' own retries); without, it stays down until :meth:`restart_serving`.
+        Deterministic: driven by the requests, not by time.
+        """
+        self._command({"op": "schedule_outage", "after": after_requests, "reject": reject})
+
+    def http_status(self) -> dict[str, Any]:
+        """``serving``, ``requests`` (count), ``outages`` (count), ``rejected`` (connections
+        reset during scheduled outages) and ``armed`` (an outage is scheduled)."""
+        reply = self._command({"op": "http_status"})
+        return {k: reply[k] for k in ("serving", "requests", "outages", "rejected", "armed")}
+
     def restart_serving(self) -> None:
         """End an outage: listen again on the same port and wait until HTTP answers."""
         reply = self._command({"op": "start_http"})
