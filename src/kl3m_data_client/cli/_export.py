@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +152,36 @@ def print_report(ui: UI, report: Any) -> None:
         )
 
 
+class _NoteHandler(logging.Handler):
+    """Export log lines (waiting for an outage, recovered) as notes on stderr."""
+
+    def __init__(self, ui: UI) -> None:
+        super().__init__(logging.INFO)
+        self.ui = ui
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.ui.note(f"kl3m-client: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def export_notes(ui: UI) -> Iterator[None]:
+    """Show the export's outage messages as notes (with --verbose the log shows them)."""
+    if ui.verbose:
+        yield
+        return
+    logger = logging.getLogger("kl3m_data_client.export")
+    handler = _NoteHandler(ui)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def stopped_message(exc: ExportStoppedError) -> str:
     """The one error line of an export stopped by a systemic failure."""
     cause = exc.last_error
@@ -176,20 +209,8 @@ async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         "retry_errors": args.retry_errors or None,
     }
     try:
-        if args.ray is not None:
-            report = await run_ray_export(
-                client,
-                args.dataset,
-                args.destination,
-                ui,
-                address=args.ray,
-                shards=args.shards,
-                **options,
-            )
-        elif args.shards is not None:
-            raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
-        else:
-            report = await run_export(client, args.dataset, args.destination, ui, **options)
+        with export_notes(ui):
+            report = await _dispatch(client, args, ui, options)
     except ExportStoppedError as exc:
         ui.error(stopped_message(exc))
         return EXIT_STOPPED
@@ -207,6 +228,25 @@ async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         else:
             ui.print(f"done: {report.exported:,} documents exported; {where}", style="bold green")
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+async def _dispatch(
+    client: AsyncKL3MClient, args: argparse.Namespace, ui: UI, options: dict[str, Any]
+) -> Any:
+    """Run the export the arguments ask for (on Ray or here); its report."""
+    if args.ray is not None:
+        return await run_ray_export(
+            client,
+            args.dataset,
+            args.destination,
+            ui,
+            address=args.ray,
+            shards=args.shards,
+            **options,
+        )
+    if args.shards is not None:
+        raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
+    return await run_export(client, args.dataset, args.destination, ui, **options)
 
 
 # -- demo ---------------------------------------------------------------------------------------

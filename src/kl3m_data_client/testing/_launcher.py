@@ -122,12 +122,9 @@ class _Frontend:
             sock = socket.create_server((self.host, self.port))
             self.rejecter = sock
         try:
-            while True:
-                with self.lock:
-                    if self.rejected >= reject:
-                        break
+            for _ in range(reject):
                 try:
-                    conn, _ = sock.accept()
+                    conn, _addr = sock.accept()
                 except OSError:  # closed by start_http
                     return
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
