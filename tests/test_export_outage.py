@@ -386,3 +386,65 @@ def _read_deep(dest: Path, fmt: str) -> dict[str, Any]:
         return out
     finally:
         sys.setrecursionlimit(limit)
+
+
+# ------------------------------------------------------------------------------ Ray
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A local 2-CPU Ray cluster; its workers get the test credentials from their env."""
+    ray = pytest.importorskip("ray")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        },
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+def test_outages_on_ray(
+    server: LocalS3Server,
+    bucket: Any,
+    ray_cluster: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kl3m_data_client.ray import export_distributed
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    def run(dest: Path, **extra: Any) -> ExportReport:
+        report: ExportReport = export_distributed(
+            DATASET, dest, shards=2, **client_kwargs(bucket), **OPTIONS, **extra
+        )
+        return report
+
+    clean = tmp_path / "clean"
+    assert run(clean).exported == len(bucket.corpus.in_stage("representations", DATASET))
+
+    before = server.http_status()  # a short outage: ridden through by every shard
+    server.schedule_outage(OUTAGE_AFTER, reject=12)
+    report = run(tmp_path / "short", outage_timeout=120)
+    outage_hit(server, before, rejected=12)
+    assert_like_clean(tmp_path / "short", clean, report)
+
+    before = server.http_status()  # a long one: a shard stops, typed; the rerun completes
+    server.schedule_outage(OUTAGE_AFTER)
+    try:
+        with pytest.raises(ExportStoppedError) as info:
+            run(tmp_path / "long", outage_timeout=1.0)
+    finally:
+        server.restart_serving()
+    outage_hit(server, before, rejected=0)
+    assert isinstance(info.value.last_error, KL3MError) and not info.value.per_object
+    assert not json.loads((tmp_path / "long" / "manifest.json").read_text())["complete"]
+    report = run(tmp_path / "long", outage_timeout=1.0)
+    assert_like_clean(tmp_path / "long", clean, report)
