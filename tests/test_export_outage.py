@@ -448,3 +448,62 @@ def test_outages_on_ray(
     assert not json.loads((tmp_path / "long" / "manifest.json").read_text())["complete"]
     report = run(tmp_path / "long", outage_timeout=1.0)
     assert_like_clean(tmp_path / "long", clean, report)
+
+
+# ------------------------------------------------------------------------------ the clock
+async def test_one_outage_clock_for_every_request() -> None:
+    import asyncio
+
+    from kl3m_data_client.export._outage import Outage
+
+    outage = Outage(timeout=0.2)
+    attempts: list[int] = []
+
+    async def down(i: int) -> None:
+        attempts.append(i)
+        raise ConnectionFailedError(f"request {i}: connection refused", status=None)
+
+    results = await asyncio.gather(
+        *(outage.call(lambda i=i: down(i)) for i in range(64)), return_exceptions=True
+    )
+    assert all(isinstance(r, ExportStoppedError) for r in results)
+    # one clock: all 64 stopped by the same outage, each retried while it lasted
+    assert len({str(r) for r in results}) == 1
+    assert set(attempts) == set(range(64))
+    assert all(isinstance(r, ExportStoppedError) and r.__cause__ is r.last_error for r in results)
+
+
+async def test_what_is_waited_for() -> None:
+    from kl3m_data_client import (
+        AccessDeniedError,
+        BucketNotFoundError,
+        ClientClosedError,
+        ServiceError,
+    )
+    from kl3m_data_client.export._outage import Outage
+
+    outage = Outage()
+    assert outage.waitable(ConnectionFailedError("x"))
+    assert outage.waitable(ServiceError("SlowDown", code="SlowDown", status=503))
+    assert not outage.waitable(CorruptObjectError("k", "bad"))
+    assert not outage.waitable(NotFoundError("gone", key="k"))
+    assert not outage.waitable(ClientClosedError("closed"))
+    # before anything answered: a configuration error, raised at once
+    assert not outage.waitable(AccessDeniedError("denied"))
+    assert not outage.waitable(BucketNotFoundError("no bucket"))
+    outage.ok()  # then the same failures are an outage (expired credentials...)
+    assert outage.waitable(AccessDeniedError("denied"))
+    assert outage.waitable(BucketNotFoundError("no bucket"))
+
+
+def test_export_stopped_error_pickles_with_its_cause() -> None:
+    import pickle
+
+    cause = ConnectionFailedError("down", key="documents/x/1.json", status=503, request_id="R1")
+    exc = ExportStoppedError("stopped", last_error=cause)
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is ExportStoppedError and str(back) == "stopped"
+    assert isinstance(back.last_error, ConnectionFailedError)
+    assert back.__cause__ is back.last_error
+    assert (back.key, back.status, back.request_id) == ("documents/x/1.json", 503, "R1")
+    assert not back.per_object

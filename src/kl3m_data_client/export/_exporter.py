@@ -729,6 +729,13 @@ def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
     return update_manifest(dest, change)
 
 
+def _recovered(c: Counters) -> Counters:
+    """A retry round's counters as a change of the export's totals (for progress): what it
+    recovered moves from errors to exported / skipped / duplicates."""
+    moved = c.exported + c.skipped + c.duplicates
+    return Counters(c.exported, c.skipped, c.duplicates, -moved, c.bytes_in, c.bytes_out)
+
+
 def _read_complete(dest: Path) -> Manifest:
     manifest = read_manifest(dest)
     if manifest is None:
@@ -864,7 +871,7 @@ async def export(
                 plan,
                 dest,
                 outage,
-                lambda c, force: tracker.update("retry", c, force=force),
+                lambda c, force: tracker.update("retry", _recovered(c), force=force),
             )
             manifest = await asyncio.to_thread(_read_complete, dest)
     finally:
