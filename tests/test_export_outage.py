@@ -302,6 +302,36 @@ async def test_retry_errors_recovers_a_fixed_document(
         b.close()
 
 
+def test_cli_retry_errors(server: LocalS3Server, tmp_path: Path) -> None:
+    b = server.create_bucket(n_documents=30, seed=1)
+    try:
+        good = b.corpus.in_stage("representations", DATASET)[0]
+        key = "representations/usc/zz-fixed.json"
+        b.put_objects({key: b"\x00 not json"})
+        dest = tmp_path / "o"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KL3M_"))}
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        cmd = [sys.executable, "-m", "kl3m_data_client.cli", "--quiet", "--json"]
+        cmd += ["--endpoint-url", b.endpoint_url, "--bucket", b.bucket]
+        cmd += ["export", DATASET, str(dest), "--stage", "representations"]
+
+        def run(*extra: str) -> tuple[int, dict[str, Any]]:
+            proc = subprocess.run(
+                [*cmd, *extra], capture_output=True, text=True, env=env, timeout=120
+            )
+            return proc.returncode, json.loads(proc.stdout or "{}")
+
+        code, report = run()
+        assert code == 3 and report["errors"] == 1
+        b.put_objects({key: b.corpus.objects[good.representation_key]})
+        code, fixed = run("--retry-errors")
+        assert code == 0 and fixed["errors"] == 0
+        assert fixed["exported"] == report["exported"] + 1
+        assert (dest / "errors.jsonl").read_bytes() == b""
+    finally:
+        b.close()
+
+
 # ------------------------------------------------------------------------------ records
 def _nested(depth: int) -> Any:
     value: Any = "leaf"
