@@ -179,6 +179,32 @@ async def test_long_outage_stops_resumably_and_a_rerun_equals_a_clean_run(
     assert_like_clean(dest, clean[config], report)
 
 
+async def test_outage_during_a_multi_page_listing(
+    server: LocalS3Server, bucket: Any, tmp_path: Path
+) -> None:
+    """The listing waits too, then continues after the last key it listed: no key is lost
+    or repeated across the outage."""
+    b = server.create_bucket()
+    try:
+        good = bucket.corpus.in_stage("representations", DATASET)[0]
+        data = bucket.corpus.objects[good.representation_key]
+        b.put_objects({f"representations/big/doc-{i:05d}.json": data for i in range(1050)})
+        kwargs = client_kwargs(b)
+        options = {"stage": "representations", "records_per_part": 500}
+        async with AsyncKL3MClient(**kwargs) as client:
+            clean = await client.export("big", tmp_path / "clean", **options)
+            assert clean.exported == 1050
+            before = server.http_status()
+            # the first listing page is answered; the request of the second one starts the
+            # outage: the listing (and the GETs) fail until 12 connection attempts were reset
+            server.schedule_outage(1, reject=12, query="continuation-token")
+            report = await client.export("big", tmp_path / "o", outage_timeout=120, **options)
+        outage_hit(server, before, rejected=12)
+        assert_like_clean(tmp_path / "o", tmp_path / "clean", report)
+    finally:
+        b.close()
+
+
 async def test_ids_export_against_an_unreachable_endpoint_stops(
     bucket: Any, tmp_path: Path
 ) -> None:

@@ -71,6 +71,25 @@ class _Backend:
         self._backend.delete_bucket(bucket)
 
 
+class _Then:
+    """A WSGI response body that calls ``then`` once it has been sent (on ``close``)."""
+
+    def __init__(self, body: Any, then: Any) -> None:
+        self.body = body
+        self.then = then
+
+    def __iter__(self) -> Any:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.then()
+
+
 class _Frontend:
     """moto's WSGI app behind a threaded werkzeug server that can stop and listen again on
     the same port; stopping also cuts the keep-alive connections it is serving.
@@ -93,7 +112,8 @@ class _Frontend:
         self.lock = threading.Lock()  # guards connections and the counters below
         self.control = threading.Lock()  # one start / stop at a time
         self.requests = 0
-        self.armed: tuple[int, int | None] | None = None  # (at request count, reject)
+        #: (at request count, reject, query substring)
+        self.armed: tuple[int, int | None, str | None] | None = None
         self.outages = 0
         self.rejected = 0
         self.rejecter: socket.socket | None = None
@@ -101,17 +121,25 @@ class _Frontend:
     def __call__(self, environ: Any, start_response: Any) -> Any:
         with self.lock:
             self.requests += 1
-            fire = self.armed is not None and self.requests >= self.armed[0]
-            reject = self.armed[1] if self.armed is not None else None
+            armed = self.armed
+            fire = (
+                armed is not None
+                and self.requests >= armed[0]
+                and (armed[2] is None or armed[2] in environ.get("QUERY_STRING", ""))
+            )
             if fire:
                 self.armed = None
-        if fire:
-            threading.Thread(target=self._outage, args=(reject,), daemon=True).start()
-        return self.app(environ, start_response)
+        if not fire or armed is None:
+            return self.app(environ, start_response)
+        if armed[2] is not None:  # this very request is not answered: its connection is cut
+            self._outage(armed[1])
+            return self.app(environ, start_response)
+        # this request is answered; the outage starts once its body is sent
+        return _Then(self.app(environ, start_response), lambda: self._outage(armed[1]))
 
-    def schedule_outage(self, after: int, reject: int | None) -> None:
+    def schedule_outage(self, after: int, reject: int | None, query: str | None) -> None:
         with self.lock:
-            self.armed = (self.requests + max(1, after), reject)
+            self.armed = (self.requests + max(1, after), reject, query)
 
     def _outage(self, reject: int | None) -> None:
         with self.control:
@@ -121,6 +149,9 @@ class _Frontend:
                 return
             sock = socket.create_server((self.host, self.port))
             self.rejecter = sock
+        threading.Thread(target=self._reject, args=(sock, reject), daemon=True).start()
+
+    def _reject(self, sock: socket.socket, reject: int) -> None:
         try:
             for _ in range(reject):
                 try:
@@ -214,7 +245,12 @@ def _handle(
         return {"port": frontend.start()}
     if op == "schedule_outage" and frontend is not None:
         reject = cmd.get("reject")
-        frontend.schedule_outage(int(cmd["after"]), None if reject is None else int(reject))
+        query = cmd.get("query")
+        frontend.schedule_outage(
+            int(cmd["after"]),
+            None if reject is None else int(reject),
+            None if query is None else str(query),
+        )
         return {}
     if op == "http_status" and frontend is not None:
         return frontend.status()

@@ -272,14 +272,19 @@ class LocalS3Server:
         """
         self._command({"op": "stop_http"})
 
-    def schedule_outage(self, after_requests: int, *, reject: int | None = None) -> None:
+    def schedule_outage(
+        self, after_requests: int, *, reject: int | None = None, query: str | None = None
+    ) -> None:
         """Stop serving once ``after_requests`` more requests have arrived (that request is
-        answered; open connections are then cut). With ``reject``, the port then resets that
-        many connection attempts and the server comes back by itself (a short outage, ended
-        by the clients' own retries); without, it stays down until :meth:`restart_serving`.
-        Deterministic: driven by the requests, not by time.
+        answered, then open connections are cut). With ``query``, the outage starts instead
+        at the first such request whose query string contains ``query`` (for instance
+        ``"continuation-token"``: the second page of a listing), which is not answered.
+        With ``reject``, the port then resets that many connection attempts and the server
+        comes back by itself (a short outage, ended by the clients' own retries); without,
+        it stays down until :meth:`restart_serving`. Driven by requests, not by time.
         """
-        self._command({"op": "schedule_outage", "after": after_requests, "reject": reject})
+        cmd = {"op": "schedule_outage", "after": after_requests, "reject": reject, "query": query}
+        self._command(cmd)
 
     def http_status(self) -> dict[str, Any]:
         """``serving``, ``requests`` (count), ``outages`` (count), ``rejected`` (connections
