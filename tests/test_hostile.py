@@ -26,6 +26,7 @@ from kl3m_data_client import (
     KL3MError,
     ServiceError,
     SizeLimitExceededError,
+    UntrustedResponseError,
 )
 from kl3m_data_client._formats import Limits
 from kl3m_data_client._store import MAX_EMPTY_PAGES
@@ -76,7 +77,7 @@ async def test_redirect_to_another_host_is_never_followed(
         with pytest.raises(ServiceError) as got:
             await client.store.get(doc.document_key)
         error = got.value
-        assert error.per_object is False
+        assert isinstance(error, UntrustedResponseError) and error.per_object is False
         assert error.key == doc.document_key
         assert error.status == status
         assert doc.document_key in str(error) and f"another host {other}" in str(error)
@@ -138,6 +139,7 @@ async def test_untrustworthy_listing_fails_naming_prefix_and_page(
             async for _ in client.stream_documents(dataset):
                 pass
     error = got.value
+    assert isinstance(error, UntrustedResponseError)
     assert error.per_object is False and error.code == "InvalidListing"
     assert "'documents/'" in str(error) and expected in str(error), str(error)
     assert len(seen) == len(set(seen))  # nothing yielded twice before the failure

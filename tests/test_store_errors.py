@@ -32,6 +32,7 @@ from kl3m_data_client import (
     KL3MError,
     NotFoundError,
     ServiceError,
+    UntrustedResponseError,
 )
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import is_per_object
@@ -241,7 +242,9 @@ AIOHTTP = _module_classes(aiohttp_exceptions)
 
 
 def _expected_aiohttp(cls: type[BaseException]) -> type[KL3MError]:
-    if issubclass(cls, (aiohttp.ClientResponseError, aiohttp.RedirectClientError)):
+    if issubclass(cls, (aiohttp.TooManyRedirects, aiohttp.RedirectClientError)):
+        return UntrustedResponseError  # no redirect is ever followed
+    if issubclass(cls, aiohttp.ClientResponseError):
         return ServiceError
     if not issubclass(cls, (aiohttp.ClientError, OSError)):
         return ServiceError  # not a transport error (WSMessageTypeError): unexpected, systemic

@@ -19,6 +19,7 @@ from kl3m_data_client._errors import (
     NotFoundError,
     ServiceError,
     SizeLimitExceededError,
+    UntrustedResponseError,
 )
 from kl3m_data_client._version import __version__
 from kl3m_data_client.models.common import DatasetStatus, Stage
@@ -66,6 +67,7 @@ __all__ = [
     "SingleRepresentation",
     "SizeLimitExceededError",
     "Stage",
+    "UntrustedResponseError",
     "__version__",
 ]
 

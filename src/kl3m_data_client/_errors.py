@@ -10,6 +10,7 @@
      ├── CorruptObjectError                    an object failed to decode (names key and reason)
      │    └── SizeLimitExceededError           an object (or its inflated content) is too large
      ├── ServiceError                          S3 answered with another error, after retries
+     │    └── UntrustedResponseError           an answer refused as untrustworthy (systemic)
      ├── ConnectionFailedError                 the endpoint could not be reached, after retries
      └── ClientClosedError                     the client was used after close()
 
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "ServiceError",
     "SizeLimitExceededError",
+    "UntrustedResponseError",
     "is_per_object",
 ]
 
@@ -122,6 +124,11 @@ class ServiceError(KL3MError):
     def __init__(self, message: str, *, code: str | None = None, **info: Any) -> None:
         super().__init__(message, **info)
         self.code = code
+
+
+class UntrustedResponseError(ServiceError):
+    """The server answered something refused as untrustworthy: a redirect to another host, a
+    listing that loops, repeats keys or goes backwards. Systemic, and waiting will not fix it."""
 
 
 class ConnectionFailedError(KL3MError):

@@ -64,6 +64,7 @@ from kl3m_data_client._errors import (
     NotFoundError,
     ServiceError,
     SizeLimitExceededError,
+    UntrustedResponseError,
 )
 from kl3m_data_client._redact import install_log_redaction, remember_secrets
 from kl3m_data_client._redact import redact_exception as scrub
@@ -396,7 +397,7 @@ class S3Store:
                     if target.startswith("another")
                     else "botocore could not follow it"
                 )
-                return ServiceError(
+                return UntrustedResponseError(
                     f"{where} answered {what} with a redirect ({status}) to {target}; {why}: "
                     "check endpoint_url and region",
                     code=code or str(status),
@@ -432,7 +433,7 @@ class S3Store:
                 key=key,
             )
         if isinstance(exc, _REDIRECT_ERRORS):
-            return ServiceError(
+            return UntrustedResponseError(
                 f"{where} answered {what} with a redirect that is not followed: {exc}",
                 key=key,
                 code="Redirect",
@@ -482,7 +483,7 @@ class S3Store:
 
     def _listing_error(self, prefix: str, number: int, reason: str) -> ServiceError:
         where = self.config.endpoint_url or "S3"
-        return ServiceError(
+        return UntrustedResponseError(
             f"the listing of {prefix!r} from {where} cannot be trusted: page {number} {reason}",
             code="InvalidListing",
         )

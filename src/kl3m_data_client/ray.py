@@ -54,7 +54,6 @@ from kl3m_data_client.export._distributed import (
 from kl3m_data_client.export._exporter import (
     Item,
     Outcome,
-    _error_of,
     iter_items,
     iter_outcomes,
 )
@@ -255,12 +254,13 @@ async def _shard_items(
 
 
 def _accept(outcome: Outcome, on_error: OnError) -> Record | None:
-    """The record of an outcome; a failed one raises the exporter's typed error
-    (CorruptObjectError, NotFoundError, InvalidInputError) or is logged and skipped."""
+    """The record of an outcome; a failed one raises its typed error (CorruptObjectError,
+    NotFoundError, InvalidInputError, ...) or is logged and skipped. (Systemic failures
+    never reach here: the fetch step waits for them, then raises ExportStoppedError.)"""
     if outcome.error is None:
         return outcome.record  # None when the filters leave it out
     if on_error == "raise":
-        raise _error_of(outcome.item.key, outcome.error)
+        raise outcome.error
     logger.warning("skipping %s: %s", outcome.item.key, outcome.error)
     return None
 
@@ -554,6 +554,19 @@ def _progress_of(results: list[dict[str, Any]], start: float, done: bool) -> Exp
     )
 
 
+def _get_typed(refs: list[Any]) -> list[Any]:
+    """``ray.get(refs)``, raising a task's KL3MError itself (ExportStoppedError after an
+    outage, with its ``last_error``) instead of Ray's wrapper of it."""
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, KL3MError):
+            # its own cause (ExportStoppedError: the failure that stopped the shard) is kept
+            raise cause from cause.__cause__
+        raise
+
+
 def _prepare(dest: str, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> bool:
     return prepare_destination(dest, fingerprint, resume=resume, overwrite=overwrite)
 
@@ -575,6 +588,7 @@ def export_distributed(
     num_cpus: float = 1.0,
     ray_remote_args: dict[str, Any] | None = None,
     runtime_env: dict[str, Any] | None = None,
+    retry_errors: bool = False,
     **options: Any,
 ) -> ExportReport:
     """Export a dataset with one Ray task per shard; the merged :class:`ExportReport`.
@@ -596,7 +610,9 @@ def export_distributed(
     ``max_documents``, ``shard`` and ``workers`` are refused. Ray: ``ray_address`` (used
     when Ray is not initialised yet; None: ``RAY_ADDRESS`` or a local cluster),
     ``num_cpus`` per shard task, extra ``ray_remote_args``, and a ``runtime_env`` for
-    ``ray.init``. ``progress`` is called as shards finish.
+    ``ray.init``. ``progress`` is called as shards finish. ``outage_timeout`` and
+    ``retry_errors`` work per shard as in the single-machine export; a shard stopped by an
+    outage raises :class:`~kl3m_data_client.export.ExportStoppedError` here (rerun to resume).
     """
     client_kwargs = {
         k: options.pop(k) for k in list(options) if k in _CLIENT_KWARGS and k != "max_concurrency"
@@ -619,13 +635,14 @@ def export_distributed(
         start = time.monotonic()
         shard_task = ray.remote(export_shard).options(**remote_args)
         pending = [
-            shard_task.remote(public, dataset_id, dest, i, shards, options) for i in range(shards)
+            shard_task.remote(public, dataset_id, dest, i, shards, options, retry_errors)
+            for i in range(shards)
         ]
         results: list[dict[str, Any]] = []
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
-                results.extend(ray.get(ready))
+                results.extend(_get_typed(ready))
                 if progress is not None:
                     progress(_progress_of(results, start, done=False))
         finally:

@@ -1,9 +1,18 @@
-"""``kl3m-client export`` and ``kl3m-client demo``."""
+"""``kl3m-client export`` and ``kl3m-client demo``.
+
+Exit status of ``export`` (see docs/export.md): 0 complete without errors; 3 complete with
+per-object errors (listed in errors.jsonl); 4 stopped by an outage or another systemic
+failure that outlasted ``--outage-timeout`` (resumable: rerun the same command); 1 other
+errors; 2 usage or invalid input; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +26,10 @@ from kl3m_data_client.cli._commands import (
     print_status_table,
 )
 from kl3m_data_client.cli._ui import UI, Progress, human_bytes
+from kl3m_data_client.export._outage import ExportStoppedError
+
+#: Exit status of an export stopped by an outage / systemic failure (resumable).
+EXIT_STOPPED = 4
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
@@ -139,6 +152,46 @@ def print_report(ui: UI, report: Any) -> None:
         )
 
 
+class _NoteHandler(logging.Handler):
+    """Export log lines (waiting for an outage, recovered) as notes on stderr."""
+
+    def __init__(self, ui: UI) -> None:
+        super().__init__(logging.INFO)
+        self.ui = ui
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.ui.note(f"kl3m-client: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def export_notes(ui: UI) -> Iterator[None]:
+    """Show the export's outage messages as notes (with --verbose the log shows them)."""
+    if ui.verbose:
+        yield
+        return
+    logger = logging.getLogger("kl3m_data_client.export")
+    handler = _NoteHandler(ui)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def stopped_message(exc: ExportStoppedError) -> str:
+    """The one error line of an export stopped by a systemic failure."""
+    cause = exc.last_error
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return (
+        f"export stopped (resumable), {what}; everything before the failure is kept: "
+        "rerunning the same command resumes the export"
+    )
+
+
 async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
     options: dict[str, Any] = {
         "stage": args.stage,
@@ -152,21 +205,15 @@ async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         "max_concurrency": args.max_concurrency,
         "workers": args.workers,
         "overwrite": args.overwrite or None,
+        "outage_timeout": args.outage_timeout,
+        "retry_errors": args.retry_errors or None,
     }
-    if args.ray is not None:
-        report = await run_ray_export(
-            client,
-            args.dataset,
-            args.destination,
-            ui,
-            address=args.ray,
-            shards=args.shards,
-            **options,
-        )
-    elif args.shards is not None:
-        raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
-    else:
-        report = await run_export(client, args.dataset, args.destination, ui, **options)
+    try:
+        with export_notes(ui):
+            report = await _dispatch(client, args, ui, options)
+    except ExportStoppedError as exc:
+        ui.error(stopped_message(exc))
+        return EXIT_STOPPED
     if ui.json_mode:
         ui.emit_json(report.as_dict())
     else:
@@ -181,6 +228,25 @@ async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) 
         else:
             ui.print(f"done: {report.exported:,} documents exported; {where}", style="bold green")
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+async def _dispatch(
+    client: AsyncKL3MClient, args: argparse.Namespace, ui: UI, options: dict[str, Any]
+) -> Any:
+    """Run the export the arguments ask for (on Ray or here); its report."""
+    if args.ray is not None:
+        return await run_ray_export(
+            client,
+            args.dataset,
+            args.destination,
+            ui,
+            address=args.ray,
+            shards=args.shards,
+            **options,
+        )
+    if args.shards is not None:
+        raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
+    return await run_export(client, args.dataset, args.destination, ui, **options)
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ environment:
 
 exit status:
   0 success, 1 error, 2 usage error or invalid input, 3 partial success (export with
-  failed documents), 130 interrupted
+  failed documents), 4 export stopped by an outage or other systemic failure (resumable:
+  rerun the same command), 130 interrupted
 
 examples:
   kl3m-client list
@@ -49,6 +50,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
 
 
@@ -324,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         "needs --shards and the 'ray' extra",
     )
     p.add_argument("--shards", metavar="N", type=_positive_int, help="shards (with --ray)")
+    p.add_argument(
+        "--outage-timeout",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        help="how long to wait for S3 to come back after connection failures, throttling "
+        "or 5xx before stopping (exit 4, resumable; default: 300)",
+    )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="once the export is finished, fetch the objects listed in errors.jsonl again: "
+        "recovered records go to new parts (part-r<N>-*), errors.jsonl keeps what still fails",
+    )
 
     p = command(
         "demo",

@@ -7,12 +7,15 @@ or directly with :func:`export` / :func:`iter_export_records`. See ``docs/export
 from __future__ import annotations
 
 from kl3m_data_client.export._exporter import export, iter_export_records
+from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT, ExportStoppedError
 from kl3m_data_client.export._records import Record, dedup_key, in_shard, make_record, shard_hash
 from kl3m_data_client.export._report import ExportProgress, ExportReport, PartInfo
 
 __all__ = [
+    "DEFAULT_OUTAGE_TIMEOUT",
     "ExportProgress",
     "ExportReport",
+    "ExportStoppedError",
     "PartInfo",
     "Record",
     "dedup_key",

@@ -43,6 +43,7 @@ from kl3m_data_client.export._manifest import (
 )
 from kl3m_data_client.export._options import make_plan
 from kl3m_data_client.export._report import Counters, ExportReport, PartInfo
+from kl3m_data_client.export._retry import apply_rounds
 from kl3m_data_client.export._writers import fsync_dir, tmp_name
 
 DISTRIBUTED_TOOL = "kl3m-data-client export (distributed)"
@@ -174,8 +175,10 @@ def export_shard(
     index: int,
     count: int,
     options: dict[str, Any],
+    retry_errors: bool = False,
 ) -> dict[str, Any]:
-    """Export shard ``(index, count)`` into its sub-directory of ``destination`` (resuming it).
+    """Export shard ``(index, count)`` into its sub-directory of ``destination`` (resuming it;
+    with ``retry_errors``, then retrying its recorded per-object errors).
 
     Blocking: runs its own event loop and its own client built from ``config`` (pass
     ``config.without_secrets()`` across processes: credentials then come from botocore's
@@ -194,6 +197,7 @@ def export_shard(
                 resume=True,
                 overwrite=False,
                 shard=(index, count),
+                retry_errors=retry_errors,
                 **options,
             )
 
@@ -250,9 +254,10 @@ def merge_shards(
                 "must be a filesystem shared by every node); rerun the export to resume it"
             )
         counters = Counters.from_dict((entry.get("final") or {}).get("counters"))
+        retried = apply_rounds(counters, shard_manifest)
         totals.add(counters)
         shard_parts = []
-        for part in entry.get("parts") or []:
+        for part in [*(entry.get("parts") or []), *retried]:
             path = f"{name}/{part['path']}"
             size = int(part["bytes"])
             full = dest / path

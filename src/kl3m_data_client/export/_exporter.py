@@ -16,19 +16,19 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kl3m_data_client._errors import (
-    AccessDeniedError,
-    ClientClosedError,
     CorruptObjectError,
     InvalidInputError,
     KL3MError,
     NotFoundError,
+    is_per_object,
 )
+from kl3m_data_client._formats import Limits
 from kl3m_data_client._keys import (
     document_id_from_key,
     object_key,
@@ -52,6 +52,7 @@ from kl3m_data_client.export._manifest import (
     write_manifest,
 )
 from kl3m_data_client.export._options import PLAN_OPTIONS, ExportPlan, make_plan
+from kl3m_data_client.export._outage import Outage
 from kl3m_data_client.export._records import (
     Record,
     Skip,
@@ -60,7 +61,14 @@ from kl3m_data_client.export._records import (
     make_record,
 )
 from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
-from kl3m_data_client.export._writers import PartWriter, open_part, read_part
+from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
+from kl3m_data_client.export._writers import (
+    PartWriter,
+    check_parquet_record,
+    encode_line,
+    open_part,
+    read_part,
+)
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
@@ -129,18 +137,34 @@ class Item:
     position: int
     key: str
     document_id: str
-    error: str | None = None
+    error: KL3MError | None = None
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What became of one item."""
+    """What became of one item: a record (``line``: its JSONL encoding, when the fetch step
+    encoded it), a skip reason, or a per-object error (systemic failures are raised)."""
 
     item: Item
     record: Record | None = None
     skip: str | None = None
-    error: str | None = None
+    error: KL3MError | None = None
     bytes_in: int = 0
+    line: bytes | None = None
+
+
+def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
+    """The ``errors.jsonl`` line of a failed object: key, stage, reason, error (the class
+    name) and status (HTTP) when known."""
+    reason = getattr(exc, "reason", None) or str(exc)
+    line: dict[str, Any] = {"key": key, "stage": stage, "reason": reason}
+    line["error"] = type(exc).__name__
+    if exc.status is not None:
+        line["status"] = exc.status
+    try:
+        return json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate in a key or reason: escape it
+        return json.dumps(line).encode("ascii") + b"\n"
 
 
 async def iter_items(
@@ -150,12 +174,16 @@ async def iter_items(
     start_after: str | None = None,
     position: int = 0,
     sub_shard: tuple[int, int] | None = None,
+    outage: Outage | None = None,
 ) -> AsyncIterator[Item]:
     """The documents to export, in listing (or given) order, restricted to the shard.
 
     ``position`` counts every input item before the shard filter; a listing resumes with
-    ``start_after`` (S3 StartAfter), explicit ids by skipping ``position`` items.
+    ``start_after`` (S3 StartAfter), explicit ids by skipping ``position`` items. A listing
+    that fails systemically waits on ``outage`` and continues after the last key it listed.
     """
+    if outage is None:
+        outage = Outage(plan.outage_timeout)
     stage = Stage(plan.stage)
     if plan.ids is not None:
         for index, raw_id in enumerate(plan.ids):
@@ -165,59 +193,102 @@ async def iter_items(
                 doc_id = validate_document_id(raw_id)
                 key = object_key(stage, plan.dataset_id, doc_id)
             except InvalidInputError as exc:
-                item = Item(index + 1, raw_id, raw_id, error=f"invalid document id: {exc}")
+                item = Item(index + 1, raw_id, raw_id, error=exc)
             else:
                 item = Item(index + 1, key, doc_id)
             if in_shard(item.document_id, plan.shard, sub_shard):
                 yield item
         return
     prefix = stage_prefix(stage, plan.dataset_id, plan.key_prefix)
-    async with closing(client.iter_objects(prefix, start_after=start_after)) as infos:
-        async for info in infos:
-            key = info.key
-            doc_id = document_id_from_key(key, plan.dataset_id)
-            if not doc_id:
-                continue
-            position += 1
-            if not in_shard(doc_id, plan.shard, sub_shard):
-                continue
-            try:
-                validate_document_id(doc_id)
-            except InvalidInputError as exc:
-                yield Item(position, key, doc_id, error=f"unsafe key: {exc}")
-            else:
-                yield Item(position, key, doc_id)
+    after = start_after
+    attempt = 0
+    while True:
+        try:
+            async with closing(client.iter_objects(prefix, start_after=after)) as infos:
+                async for info in infos:
+                    key = after = info.key
+                    attempt = 0
+                    outage.ok()
+                    doc_id = document_id_from_key(key, plan.dataset_id)
+                    if not doc_id:
+                        continue
+                    position += 1
+                    if not in_shard(doc_id, plan.shard, sub_shard):
+                        continue
+                    try:
+                        validate_document_id(doc_id)
+                    except InvalidInputError as exc:
+                        unsafe = CorruptObjectError(key, f"unsafe key: {exc}")
+                        yield Item(position, key, doc_id, error=unsafe)
+                    else:
+                        yield Item(position, key, doc_id)
+            return
+        except KL3MError as exc:
+            if not outage.waitable(exc):
+                raise
+            await outage.wait(exc, attempt)  # then list again after the last key listed
+            attempt += 1
 
 
-def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item], Any]:
-    flt = plan.record_filter
+def _build(
+    plan: ExportPlan, item: Item, data: bytes, limits: Limits, encode: bool
+) -> Record | Skip | tuple[Record, bytes | None]:
+    """The record of one object and, with ``encode``, what the part writer needs checked or
+    encoded already (its JSONL line): whatever a single object contains fails here, as
+    that object's error, never in the writer."""
+    key = item.key
+    try:
+        result = make_record(
+            plan.stage, key, plan.dataset_id, item.document_id, data, plan.record_filter, limits
+        )
+        if isinstance(result, Skip) or not encode:
+            return result
+        if plan.format == "jsonl":
+            return result, encode_line(result)
+        check_parquet_record(result)
+        return result, None
+    except KL3MError:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError, ...: a bad object, never a stop
+        raise CorruptObjectError(key, f"cannot be exported: {type(exc).__name__}: {exc}") from exc
+
+
+def _fetcher(
+    client: AsyncKL3MClient, plan: ExportPlan, outage: Outage, *, encode: bool = False
+) -> Callable[[Item], Awaitable[Outcome]]:
+    """The fetch step: GET (through outages), decode, filter and, with ``encode``, encode.
+
+    Per-object failures become the outcome's ``error``; systemic ones wait on ``outage``
+    and, when it is spent, raise (the item is never recorded as done).
+    """
     limits = client.config.limits
 
     async def fetch(item: Item) -> Outcome:
         if item.error is not None:
             return Outcome(item, error=item.error)
         try:
-            data = await client.store.get(item.key)
-        except (AccessDeniedError, ClientClosedError):
+            data = await outage.call(lambda: client.store.get(item.key))
+        except KL3MError as exc:
+            if is_per_object(exc):
+                return Outcome(item, error=exc)
             raise
-        except KL3MError as exc:
-            return Outcome(item, error=str(exc))
         if data is None:
-            return Outcome(item, error="not found")
-        args = (plan.stage, item.key, plan.dataset_id, item.document_id, data, flt, limits)
+            return Outcome(item, error=NotFoundError(f"{item.key!r} not found", key=item.key))
+        size = len(data)
         try:
-            if len(data) > INLINE_BYTES:
-                result = await asyncio.to_thread(make_record, *args)
+            if size > INLINE_BYTES:
+                result = await asyncio.to_thread(_build, plan, item, data, limits, encode)
             else:
-                result = make_record(*args)
+                result = _build(plan, item, data, limits, encode)
         except KL3MError as exc:
-            return Outcome(item, error=getattr(exc, "reason", None) or str(exc), bytes_in=len(data))
-        except Exception as exc:  # a bad object must never stop the run
-            reason = f"{type(exc).__name__}: {exc}"
-            return Outcome(item, error=reason, bytes_in=len(data))
+            if not is_per_object(exc):
+                raise
+            return Outcome(item, error=exc, bytes_in=size)
         if isinstance(result, Skip):
-            return Outcome(item, skip=result.reason, bytes_in=len(data))
-        return Outcome(item, record=result, bytes_in=len(data))
+            return Outcome(item, skip=result.reason, bytes_in=size)
+        if isinstance(result, tuple):
+            return Outcome(item, record=result[0], line=result[1], bytes_in=size)
+        return Outcome(item, record=result, bytes_in=size)
 
     return fetch
 
@@ -230,17 +301,27 @@ def iter_outcomes(
     position: int = 0,
     sub_shard: tuple[int, int] | None = None,
     items: AsyncIterator[Item] | None = None,
+    outage: Outage | None = None,
+    encode: bool = False,
 ) -> AsyncIterator[Outcome]:
     """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
 
     The items are ``items`` when given (a worker fed by the parent's listing), else
-    :func:`iter_items` of the plan.
+    :func:`iter_items` of the plan. Listing and fetching share one outage clock.
     """
+    if outage is None:
+        outage = Outage(plan.outage_timeout)
     if items is None:
         items = iter_items(
-            client, plan, start_after=start_after, position=position, sub_shard=sub_shard
+            client,
+            plan,
+            start_after=start_after,
+            position=position,
+            sub_shard=sub_shard,
+            outage=outage,
         )
-    return ordered_map(items, _fetcher(client, plan), window=plan.max_concurrency)
+    fetch = _fetcher(client, plan, outage, encode=encode)
+    return ordered_map(items, fetch, window=plan.max_concurrency)
 
 
 # ------------------------------------------------------------------------------ records API
@@ -256,8 +337,10 @@ async def iter_export_records(
 ) -> AsyncIterator[Record]:
     """Export records of a dataset, in listing order.
 
-    A bad object raises :class:`CorruptObjectError` naming its key; with ``on_error="skip"``
-    it is logged as a warning and skipped instead (``export`` records it in errors.jsonl).
+    A bad object raises its typed error (:class:`CorruptObjectError`, NotFoundError, ...)
+    naming its key; with ``on_error="skip"`` it is logged as a warning and skipped instead
+    (``export`` records it in errors.jsonl). Systemic failures are waited for
+    (``outage_timeout``) and then raised (:class:`ExportStoppedError`), whatever ``on_error``.
     """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -277,7 +360,7 @@ async def iter_export_records(
         async for oc in outcomes:
             if oc.error is not None:
                 if on_error == "raise":
-                    raise _error_of(oc.item.key, oc.error)
+                    raise oc.error
                 logger.warning("skipping %s: %s", oc.item.key, oc.error)
                 continue
             if oc.record is None:
@@ -291,15 +374,6 @@ async def iter_export_records(
             count += 1
             if plan.max_documents is not None and count >= plan.max_documents:
                 return
-
-
-def _error_of(key: str, reason: str) -> KL3MError:
-    """The typed error of a failed item (outcomes carry the reason as text)."""
-    if reason == "not found":
-        return NotFoundError(f"{key!r} not found", key=key)
-    if reason.startswith("invalid document id"):
-        return InvalidInputError(f"{key!r}: {reason}")
-    return CorruptObjectError(key, reason)
 
 
 def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPlan:
@@ -403,10 +477,14 @@ async def run_stream(
     sub_shard: tuple[int, int] | None = None,
     on_update: Callable[[Counters, bool], None] | None = None,
     items: AsyncIterator[Item] | None = None,
+    outage: Outage | None = None,
 ) -> Counters:
     """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
 
-    ``items``: the stream's items after its checkpoint, when the caller lists for it.
+    ``items``: the stream's items after its checkpoint, when the caller lists for it;
+    ``outage``: the run's outage clock (shared with the caller's listing).
+    A systemic failure that outlasts the outage clock raises ExportStoppedError: the open
+    part is dropped and the manifest stays at the last finished part (a rerun resumes).
     """
     state = await asyncio.to_thread(_load_stream, dest, plan, stream)
     counters = state.counters
@@ -475,6 +553,8 @@ async def run_stream(
         state.parts.append(part)
 
     limit = plan.max_documents
+    if outage is None:
+        outage = Outage(plan.outage_timeout)
     try:
         if limit is None or counters.exported < limit:
             outcomes = iter_outcomes(
@@ -484,6 +564,8 @@ async def run_stream(
                 position=state.position,
                 sub_shard=sub_shard,
                 items=items,
+                outage=outage,
+                encode=True,
             )
             async with closing(outcomes) as stream_outcomes:
                 async for oc in stream_outcomes:
@@ -492,8 +574,7 @@ async def run_stream(
                     record = oc.record
                     if oc.error is not None:
                         counters.errors += 1
-                        line = {"key": oc.item.key, "stage": plan.stage, "reason": oc.error}
-                        errors_fh.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+                        errors_fh.write(error_line(oc.item.key, plan.stage, oc.error))
                         errors_fh.flush()
                     elif record is None:
                         counters.skipped += 1
@@ -514,7 +595,7 @@ async def run_stream(
                             )
                             first_key = oc.item.key
                         counters.exported += 1
-                        if writer.add(record):
+                        if writer.add(record, oc.line):
                             await wait_for_write()
                             busy = True
                             write_task = asyncio.ensure_future(
@@ -648,6 +729,20 @@ def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
     return update_manifest(dest, change)
 
 
+def _recovered(c: Counters) -> Counters:
+    """A retry round's counters as a change of the export's totals (for progress): what it
+    recovered moves from errors to exported / skipped / duplicates."""
+    moved = c.exported + c.skipped + c.duplicates
+    return Counters(c.exported, c.skipped, c.duplicates, -moved, c.bytes_in, c.bytes_out)
+
+
+def _read_complete(dest: Path) -> Manifest:
+    manifest = read_manifest(dest)
+    if manifest is None:
+        raise InvalidInputError(f"the manifest of {dest} disappeared during the export")
+    return manifest
+
+
 def build_report(
     dest: Path,
     plan: ExportPlan,
@@ -673,6 +768,10 @@ def build_report(
                     str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"])
                 )
             )
+    for p in apply_rounds(totals, manifest):
+        parts.append(
+            PartInfo(str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"]))
+        )
     return ExportReport.from_totals(
         plan.dataset_id,
         plan.stage,
@@ -720,12 +819,20 @@ async def export(
     resume: bool = True,
     overwrite: bool = False,
     progress: Callable[[ExportProgress], Any] | None = None,
+    retry_errors: bool = False,
     **options: Any,
 ) -> ExportReport:
-    """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`)."""
+    """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`).
+
+    Systemic failures are waited for up to ``outage_timeout`` seconds (default 300), then
+    the export stops with :class:`ExportStoppedError` (resumable). With ``retry_errors``,
+    once the export is finished, the objects listed in ``errors.jsonl`` are fetched again
+    (a retry round: see ``docs/export.md``).
+    """
     plan = _plan(client, dataset_id, **options)
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)
+    outage = Outage(plan.outage_timeout)
     lock = _DestinationLock(dest)
     acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
     try:
@@ -749,12 +856,24 @@ async def export(
                     "",
                     None,
                     lambda c, force: tracker.update("", c, force=force),
+                    outage=outage,
                 )
             else:
                 from kl3m_data_client.export._workers import run_workers
 
-                await run_workers(client, plan, dest, tracker)
+                await run_workers(client, plan, dest, tracker, outage)
             manifest = await asyncio.to_thread(_finalize, dest, plan)
+        else:
+            await asyncio.to_thread(repair_errors, dest, manifest)
+        if retry_errors:
+            await retry_round(
+                client,
+                plan,
+                dest,
+                outage,
+                lambda c, force: tracker.update("retry", _recovered(c), force=force),
+            )
+            manifest = await asyncio.to_thread(_read_complete, dest)
     finally:
         if total_task is not None and not total_task.done():
             total_task.cancel()
@@ -787,4 +906,4 @@ async def export(
 
 def export_options_help() -> Iterable[str]:
     """The names of the export options (for the CLI and docs)."""
-    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress"})
+    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress", "retry_errors"})

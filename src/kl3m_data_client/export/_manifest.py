@@ -3,12 +3,15 @@
 ::
 
     DEST/manifest.json            options, and per stream: finished parts and counters
-    DEST/errors.jsonl             one line per failed object (key, stage, reason)
+    DEST/errors.jsonl             one line per failed object (key, stage, reason, error, status)
     DEST/errors-w{j}.jsonl        the same, per worker process (workers > 1)
-    DEST/data/part-00000.jsonl    parts (``part-w{j}-00000...`` with workers > 1)
+    DEST/errors-r{n}.jsonl        what still failed after retry round n (--retry-errors)
+    DEST/data/part-00000.jsonl    parts (``part-w{j}-00000...`` with workers > 1,
+                                  ``part-r{n}-00000...``: records recovered by retry round n)
     DEST/.manifest.lock           serialises manifest updates of worker processes
 
-A *stream* is one sequential exporter: ``""`` with ``workers=1``, ``"w{j}"`` for worker j.
+A *stream* is one sequential exporter: ``""`` with ``workers=1``, ``"w{j}"`` for worker j,
+``"r{n}"`` for retry round n (listed under ``"retries"`` in the manifest).
 Temporary files are hidden (``.name.tmp``) and removed by the next run.
 """
 
@@ -36,8 +39,8 @@ TOOL = "kl3m-data-client export"
 
 Manifest = dict[str, Any]
 
-_PART_RE = re.compile(r"^part-(?:(w\d+)-)?(\d+)\.(?:jsonl|jsonl\.gz|jsonl\.zst|parquet)$")
-_ERRORS_RE = re.compile(r"^errors(?:-w\d+)?\.jsonl$")
+_PART_RE = re.compile(r"^part-(?:([wr]\d+)-)?(\d+)\.(?:jsonl|jsonl\.gz|jsonl\.zst|parquet)$")
+_ERRORS_RE = re.compile(r"^errors(?:-[wr]\d+)?\.jsonl$")
 
 
 def part_name(stream: str, index: int, extension: str) -> str:

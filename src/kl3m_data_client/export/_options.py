@@ -11,6 +11,7 @@ from typing import Any
 
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._keys import normalize_key_prefix, validate_dataset_id
+from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT
 from kl3m_data_client.export._records import RecordFilter
 from kl3m_data_client.models.common import DATA_STAGES, Stage
 
@@ -38,7 +39,10 @@ FINGERPRINT_FIELDS = (
     "workers",
 )
 #: The keyword options of an export (``make_plan`` takes ``bucket``/``dataset_id`` apart).
-PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {"max_concurrency"}
+PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {
+    "max_concurrency",
+    "outage_timeout",
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class ExportPlan:
     records_per_part: int
     workers: int
     max_concurrency: int
+    #: Seconds a systemic failure (outage) is waited for before the export stops.
+    outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
     @property
     def record_filter(self) -> RecordFilter:
@@ -181,6 +187,7 @@ def make_plan(
     max_concurrency: int | None = None,
     workers: int = 1,
     default_concurrency: int = 64,
+    outage_timeout: float | None = None,
 ) -> ExportPlan:
     """Validate export options (raises InvalidInputError naming the bad one)."""
     validate_dataset_id(dataset_id)
@@ -244,6 +251,13 @@ def make_plan(
     assert n_workers is not None
     conc = _opt_int("max_concurrency", max_concurrency, 1) or default_concurrency
     max_docs = _opt_int("max_documents", max_documents, 0)
+    outage = DEFAULT_OUTAGE_TIMEOUT if outage_timeout is None else outage_timeout
+    if (
+        isinstance(outage, bool)
+        or not isinstance(outage, (int, float))
+        or not 0 <= outage < float("inf")
+    ):
+        raise InvalidInputError(f"outage_timeout must be seconds >= 0, got {outage_timeout!r}")
     if n_workers > 1 and deduplicate:
         raise InvalidInputError(
             "deduplicate needs workers=1 (duplicates can fall into different worker shards)"
@@ -270,4 +284,5 @@ def make_plan(
         records_per_part=rpp,
         workers=n_workers,
         max_concurrency=conc,
+        outage_timeout=float(outage),
     )

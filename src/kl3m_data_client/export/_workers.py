@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
+from kl3m_data_client.export._outage import ExportStoppedError, Outage
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
@@ -45,7 +47,7 @@ DEAL_BATCH = 256
 DEAL_DEPTH = 16
 
 #: One dealt item: (position, key, document_id, error).
-Dealt = tuple[int, str, str, "str | None"]
+Dealt = tuple[int, str, str, "KL3MError | None"]
 
 
 async def _deal(
@@ -53,6 +55,7 @@ async def _deal(
     plan: ExportPlan,
     dest: Path,
     send: list[Callable[[list[Dealt] | None], Awaitable[None]]],
+    outage: Outage,
 ) -> None:
     """List the dataset once; send worker ``j`` the items of its shard after its checkpoint."""
     from kl3m_data_client.export._exporter import iter_items, resume_point
@@ -67,7 +70,7 @@ async def _deal(
     after = [point[0] for point in points]
     batches: list[list[Dealt]] = [[] for _ in send]
     if todo:
-        listing = iter_items(client, plan, start_after=start[0], position=start[1])
+        listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
         async with closing(listing) as items:
             async for item in items:
                 j = worker_of(item.document_id, plan.shard, plan.workers)
@@ -108,7 +111,7 @@ def _get(q: Any) -> list[Dealt] | None:
             return q.get(timeout=1.0)  # type: ignore[no-any-return]
         except queue_module.Empty:
             if _orphaned():
-                raise RuntimeError("the exporting process is gone") from None
+                raise ExportStoppedError("the exporting process is gone: worker stopped") from None
 
 
 async def _dealt(receive: Callable[[], Awaitable[list[Dealt] | None]]) -> AsyncIterator[Item]:
@@ -120,11 +123,13 @@ async def _dealt(receive: Callable[[], Awaitable[list[Dealt] | None]]) -> AsyncI
             yield Item(position, key, document_id, error)
 
 
-def _picklable(exc: BaseException) -> BaseException:
+def _picklable(exc: BaseException, j: int) -> BaseException:
+    """``exc`` if it crosses to the parent intact (KL3MErrors do, with their attributes),
+    else a KL3MError naming it (its cause cannot travel)."""
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+        return KL3MError(f"export worker {j} failed: {type(exc).__name__}: {exc}")
     return exc
 
 
@@ -160,7 +165,7 @@ async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
         if not stream.done() and _orphaned():
             stream.cancel()
             await asyncio.gather(stream, return_exceptions=True)
-            raise RuntimeError("the exporting process is gone: worker stopped")
+            raise ExportStoppedError("the exporting process is gone: worker stopped")
     return stream.result()
 
 
@@ -173,7 +178,7 @@ def worker_main(
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
-        q.put(("error", j, _picklable(exc)))
+        q.put(("error", j, _picklable(exc, j)))
     finally:
         q.close()
         q.join_thread()
@@ -199,18 +204,19 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             continue
         # give its last message time to arrive before declaring it dead
         if now - dead_since.setdefault(j, now) > 2.0:
-            raise RuntimeError(
+            raise ExportStoppedError(
                 f"export worker {j} exited with code {p.exitcode} before finishing; "
                 "rerun the same export to resume"
             )
 
 
 async def run_workers(
-    client: AsyncKL3MClient, plan: ExportPlan, dest: Path, tracker: Tracker
+    client: AsyncKL3MClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
     """Run ``plan.workers`` workers to completion (or stop them all on failure).
 
     Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
+    The listing and worker 0 share ``outage``; each spawned worker has its own clock.
     """
     from kl3m_data_client.export._exporter import run_stream
     from kl3m_data_client.export._report import Counters
@@ -250,7 +256,7 @@ async def run_workers(
             await asyncio.to_thread(p.start)
         if listing:
             senders = [local_inbox.put, *(sender(inboxes[j]) for j in range(1, plan.workers))]
-            dealer = asyncio.create_task(_deal(client, plan, dest, senders))
+            dealer = asyncio.create_task(_deal(client, plan, dest, senders, outage))
         local = asyncio.create_task(
             run_stream(
                 client,
@@ -260,6 +266,7 @@ async def run_workers(
                 (0, plan.workers),
                 lambda c, force: tracker.update("w0", c, force=force),
                 items=_dealt(local_inbox.get) if listing else None,
+                outage=outage,
             )
         )
         dead_since: dict[int, float] = {}

@@ -14,6 +14,7 @@ import json
 import os
 from array import array
 from collections.abc import Iterator
+from json.encoder import encode_basestring, encode_basestring_ascii
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,8 +106,9 @@ class PartWriter:
         self._units = 0
 
     # the exporter calls add() on the event loop and write_pending() in a thread
-    def add(self, record: Record) -> bool:
-        """Buffer a record; True when a batch is ready for :meth:`write_pending`."""
+    def add(self, record: Record, line: bytes | None = None) -> bool:
+        """Buffer a record (``line``: its JSONL encoding, if done); True when a batch is
+        ready for :meth:`write_batch`."""
         self._batch.append(record)
         self.records += 1
         self._units += _units(record)
@@ -143,8 +145,84 @@ class PartWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+def dumps_deep(value: Any, *, separators: tuple[str, str], ensure_ascii: bool) -> str:
+    """``json.dumps(value, separators=..., ensure_ascii=...)`` without recursion.
+
+    The same text as ``json.dumps`` for any JSON value, however deeply nested: the JSON
+    decoder accepts nesting close to the interpreter's recursion limit, where the recursive
+    encoders (``json``, ``orjson``'s 255 levels) fail. Used when they do.
+    """
+    item_sep, key_sep = separators
+    enc = encode_basestring_ascii if ensure_ascii else encode_basestring
+    out: list[str] = []
+    # (True, text) is emitted as it is; (False, value) is encoded
+    stack: list[tuple[bool, Any]] = [(False, value)]
+    while stack:
+        raw, v = stack.pop()
+        if raw:
+            out.append(v)
+        elif isinstance(v, str):
+            out.append(enc(v))
+        elif v is None or v is True or v is False or isinstance(v, (int, float)):
+            out.append(_scalar(v))
+        elif isinstance(v, dict):
+            if not v:
+                out.append("{}")
+                continue
+            out.append("{")
+            stack.append((True, "}"))
+            items = list(v.items())
+            for i in range(len(items) - 1, -1, -1):
+                k, member = items[i]
+                stack.append((False, member))
+                name = k if isinstance(k, str) else _scalar(k)
+                stack.append((True, (item_sep if i else "") + enc(name) + key_sep))
+        elif isinstance(v, (list, tuple)):
+            if not v:
+                out.append("[]")
+                continue
+            out.append("[")
+            stack.append((True, "]"))
+            for i in range(len(v) - 1, -1, -1):
+                stack.append((False, v[i]))
+                if i:
+                    stack.append((True, item_sep))
+        else:
+            raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
+    return "".join(out)
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        if v != v:
+            return "NaN"
+        if v in (float("inf"), float("-inf")):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float.__repr__(v)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(v).__name__}")
+
+
+def json_text(value: Any, *, separators: tuple[str, str], ensure_ascii: bool) -> str:
+    """``json.dumps`` (same text), falling back to :func:`dumps_deep` for deep nesting."""
+    try:
+        return json.dumps(value, ensure_ascii=ensure_ascii, separators=separators)
+    except RecursionError:
+        return dumps_deep(value, separators=separators, ensure_ascii=ensure_ascii)
+
+
+_COMPACT = (",", ":")
+
+
 def _dumps(record: Record) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return json_text(record, separators=_COMPACT, ensure_ascii=False)
 
 
 # -- the optional orjson fast path (``pip install kl3m-data-client[fast]``) ----------------
@@ -192,7 +270,7 @@ def _plain(value: Any) -> bool:
 
 def encode_line(record: Record) -> bytes:
     """One JSON Lines line (``\\n`` included): the same bytes on the orjson and stdlib paths."""
-    if _orjson is not None and _plain(record):
+    if _orjson is not None and _plain_or_deep(record):
         try:
             line: bytes = _orjson.dumps(record, option=_orjson.OPT_APPEND_NEWLINE)
             return line
@@ -201,7 +279,31 @@ def encode_line(record: Record) -> bytes:
     try:
         return (_dumps(record) + "\n").encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape it, the line stays valid UTF-8
-        return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
+        text = json_text(record, separators=_COMPACT, ensure_ascii=True)
+        return (text + "\n").encode("ascii")
+
+
+def _plain_or_deep(record: Record) -> bool:
+    """:func:`_plain`, False (the stdlib path) for a record nested too deeply to walk."""
+    try:
+        return _plain(record)
+    except RecursionError:
+        return False
+
+
+def check_parquet_record(record: Record) -> None:
+    """Raise ValueError if a Parquet part cannot hold ``record`` (strings must be UTF-8).
+
+    Run in the fetch step, so that such a record is that object's error, not the part's.
+    """
+    for name, value in record.items():
+        if name == "metadata":
+            value = json_text(value, separators=(", ", ": "), ensure_ascii=False)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"{name} is not valid Unicode: {exc}") from exc
 
 
 class JsonlWriter(PartWriter):
@@ -224,14 +326,15 @@ class JsonlWriter(PartWriter):
         self._lines = bytearray()  # the encoded lines of the batch
         self._pending = 0  # records in ``_lines``
 
-    def add(self, record: Record) -> bool:
+    def add(self, record: Record, line: bytes | None = None) -> bool:
+        # ``line``: the record already encoded (the exporter encodes in its fetch step).
         # A record is encoded when it is added (on the event loop; with orjson ~25 us for a
         # 47 KB document): the writer thread then only hashes and writes (both release the
         # GIL), and a batch of token records is ~6 bytes per token instead of ~40 as Python
         # ints. Lines go into one buffer per batch, not separate bytes objects: a batch of
         # those, freed together, fragmented the C heap (a parquet -> JSONL export grew by
         # ~5 MB per 1,000 documents).
-        self._lines += encode_line(record)
+        self._lines += encode_line(record) if line is None else line
         self._pending += 1
         self.records += 1
         self._units += _units(record)
@@ -299,7 +402,10 @@ def records_to_table(batch: list[Record], schema: Any) -> Any:
         elif name == "metadata":
             columns.append(
                 pa.array(
-                    [json.dumps(r.get("metadata"), ensure_ascii=False) for r in batch],
+                    [
+                        json_text(r.get("metadata"), separators=(", ", ": "), ensure_ascii=False)
+                        for r in batch
+                    ],
                     type=pa.string(),
                 )
             )
@@ -344,7 +450,7 @@ class ParquetWriter(PartWriter):
             use_compliant_nested_type=True,  # list columns: ``tokens.list.element``
         )
 
-    def add(self, record: Record) -> bool:
+    def add(self, record: Record, line: bytes | None = None) -> bool:
         tokens = record.get("tokens")
         if tokens is not None and type(tokens) is not array:
             # a batch holds up to BATCH_UNITS tokens: 4 bytes each in a uint32 array, ~40 as

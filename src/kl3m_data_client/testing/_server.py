@@ -264,6 +264,41 @@ class LocalS3Server:
         """Round-trip a no-op command (raises :class:`ServerError` if the child is gone)."""
         self._command({"op": "ping"})
 
+    def stop_serving(self) -> None:
+        """Start an outage: close the listening socket and cut every open connection.
+
+        Connections are refused until :meth:`restart_serving`; the buckets stay in the
+        server's memory (the child process keeps running).
+        """
+        self._command({"op": "stop_http"})
+
+    def schedule_outage(
+        self, after_requests: int, *, reject: int | None = None, query: str | None = None
+    ) -> None:
+        """Stop serving once ``after_requests`` more requests have arrived (that request is
+        answered, then open connections are cut). With ``query``, the outage starts instead
+        at the first such request whose query string contains ``query`` (for instance
+        ``"continuation-token"``: the second page of a listing), which is not answered.
+        With ``reject``, the port then resets that many connection attempts and the server
+        comes back by itself (a short outage, ended by the clients' own retries); without,
+        it stays down until :meth:`restart_serving`. Driven by requests, not by time.
+        """
+        cmd = {"op": "schedule_outage", "after": after_requests, "reject": reject, "query": query}
+        self._command(cmd)
+
+    def http_status(self) -> dict[str, Any]:
+        """``serving``, ``requests`` (count), ``outages`` (count), ``rejected`` (connections
+        reset during scheduled outages) and ``armed`` (an outage is scheduled)."""
+        reply = self._command({"op": "http_status"})
+        return {k: reply[k] for k in ("serving", "requests", "outages", "rejected", "armed")}
+
+    def restart_serving(self) -> None:
+        """End an outage: listen again on the same port and wait until HTTP answers."""
+        reply = self._command({"op": "start_http"})
+        if int(reply["port"]) != self._port:  # pragma: no cover - the port was taken
+            raise ServerError(f"server came back on port {reply['port']}, not {self._port}")
+        self._wait_http(time.monotonic() + self.startup_timeout)
+
     # ----------------------------------------------------------------- protocol
     def _require_proc(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
