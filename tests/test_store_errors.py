@@ -190,8 +190,8 @@ CLIENT_ERRORS: list[tuple[str, int, type[KL3MError], bool]] = [
     ("TooManyRequestsException", 429, ServiceError, False),
     ("RequestTimeout", 400, ServiceError, False),
     ("InvalidArgument", 400, ServiceError, False),
-    ("PermanentRedirect", 301, ServiceError, False),
-    ("TemporaryRedirect", 307, ServiceError, False),
+    ("PermanentRedirect", 301, UntrustedResponseError, False),
+    ("TemporaryRedirect", 307, UntrustedResponseError, False),
 ]
 
 
