@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from kl3m_data_client._budget import Budget, Lease, budgeted_map, released_in_turn
 from kl3m_data_client._errors import (
     AccessDeniedError,
     ClientClosedError,
@@ -35,7 +36,7 @@ from kl3m_data_client._keys import (
     stage_prefix,
     validate_document_id,
 )
-from kl3m_data_client._stream import closing, ordered_map
+from kl3m_data_client._stream import closing
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     WORKERS_LOCK,
@@ -60,6 +61,7 @@ from kl3m_data_client.export._records import (
     make_record,
 )
 from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
+from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._writers import PartWriter, open_part, read_part
 from kl3m_data_client.models.common import Stage
 
@@ -130,6 +132,7 @@ class Item:
     key: str
     document_id: str
     error: str | None = None
+    size: int | None = None  # listed size (None for explicit ids)
 
 
 @dataclass(slots=True)
@@ -141,6 +144,7 @@ class Outcome:
     skip: str | None = None
     error: str | None = None
     bytes_in: int = 0
+    lease: Lease | None = None  # its bytes in the memory budget (the consumer releases it)
 
 
 async def iter_items(
@@ -186,16 +190,17 @@ async def iter_items(
             except InvalidInputError as exc:
                 yield Item(position, key, doc_id, error=f"unsafe key: {exc}")
             else:
-                yield Item(position, key, doc_id)
+                yield Item(position, key, doc_id, size=info.size)
 
 
-def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item], Any]:
+def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item, Lease], Any]:
     flt = plan.record_filter
     limits = client.config.limits
 
-    async def fetch(item: Item) -> Outcome:
+    async def fetch(item: Item, lease: Lease) -> Outcome:
         if item.error is not None:
             return Outcome(item, error=item.error)
+        await lease.reserve_body(item.size)
         try:
             data = await client.store.get(item.key)
         except (AccessDeniedError, ClientClosedError):
@@ -204,12 +209,10 @@ def _fetcher(client: AsyncKL3MClient, plan: ExportPlan) -> Callable[[Item], Any]
             return Outcome(item, error=str(exc))
         if data is None:
             return Outcome(item, error="not found")
+        await lease.body_read(len(data))
         args = (plan.stage, item.key, plan.dataset_id, item.document_id, data, flt, limits)
         try:
-            if len(data) > INLINE_BYTES:
-                result = await asyncio.to_thread(make_record, *args)
-            else:
-                result = make_record(*args)
+            result = await lease.run(len(data) <= INLINE_BYTES, make_record, *args)
         except KL3MError as exc:
             return Outcome(item, error=getattr(exc, "reason", None) or str(exc), bytes_in=len(data))
         except Exception as exc:  # a bad object must never stop the run
@@ -230,17 +233,33 @@ def iter_outcomes(
     position: int = 0,
     sub_shard: tuple[int, int] | None = None,
     items: AsyncIterator[Item] | None = None,
+    hold: bool = False,
 ) -> AsyncIterator[Outcome]:
     """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
 
     The items are ``items`` when given (a worker fed by the parent's listing), else
-    :func:`iter_items` of the plan.
+    :func:`iter_items` of the plan. Their bytes stay within the plan's memory budget (split
+    between its workers): an outcome holds its bytes until the next one is asked for, or,
+    with ``hold=True``, until the caller calls ``outcome.lease.release()``.
     """
     if items is None:
         items = iter_items(
             client, plan, start_after=start_after, position=position, sub_shard=sub_shard
         )
-    return ordered_map(items, _fetcher(client, plan), window=plan.max_concurrency)
+    budget = Budget(max(1, plan.memory_budget // plan.workers))
+    fetched = budgeted_map(
+        items, _fetcher(client, plan), window=plan.max_concurrency, budget=budget
+    )
+    if hold:
+        return _with_leases(fetched)
+    return released_in_turn(fetched)
+
+
+async def _with_leases(fetched: AsyncIterator[tuple[Lease, Outcome]]) -> AsyncIterator[Outcome]:
+    async with closing(fetched) as pairs:
+        async for lease, outcome in pairs:
+            outcome.lease = lease
+            yield outcome
 
 
 # ------------------------------------------------------------------------------ records API
@@ -269,11 +288,14 @@ async def iter_export_records(
         max_documents=max_documents,
         **options,
     )
-    seen: set[bytes] | None = set() if plan.deduplicate else None
     count = 0
     if plan.max_documents == 0:
         return
-    async with closing(iter_outcomes(client, plan)) as outcomes:
+    seen = SeenSet() if plan.deduplicate else None
+    async with contextlib.AsyncExitStack() as stack:
+        if seen is not None:
+            stack.callback(seen.close)
+        outcomes = await stack.enter_async_context(closing(iter_outcomes(client, plan)))
         async for oc in outcomes:
             if oc.error is not None:
                 if on_error == "raise":
@@ -282,11 +304,8 @@ async def iter_export_records(
                 continue
             if oc.record is None:
                 continue
-            if seen is not None:
-                digest = dedup_key(oc.record)
-                if digest in seen:
-                    continue
-                seen.add(digest)
+            if seen is not None and not seen.add(dedup_key(oc.record)):
+                continue
             yield oc.record
             count += 1
             if plan.max_documents is not None and count >= plan.max_documents:
@@ -308,6 +327,8 @@ def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPla
         raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
     if options.get("max_concurrency") is None:
         options["max_concurrency"] = 2 * client.config.max_concurrency
+    if options.get("memory_budget") is None:
+        options["memory_budget"] = client.config.memory_budget
     return make_plan(bucket=client.config.bucket, dataset_id=dataset_id, **options)
 
 
@@ -373,11 +394,16 @@ def _load_stream(dest: Path, plan: ExportPlan, stream: str) -> StreamState:
     return state
 
 
-def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]]) -> set[bytes]:
-    seen: set[bytes] = set()
-    for part in parts:
-        for record in read_part(dest / part["path"], plan.format, plan.compression):
-            seen.add(dedup_key(record))
+def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]], stream: str) -> SeenSet:
+    """The dedup seen-set of a stream (on disk, in ``dest``), rebuilt from its parts."""
+    seen = SeenSet(dest / f".dedup{'-' + stream if stream else ''}.sqlite3")
+    try:
+        for part in parts:
+            for record in read_part(dest / part["path"], plan.format, plan.compression):
+                seen.add(dedup_key(record))
+    except BaseException:
+        seen.close()
+        raise
     return seen
 
 
@@ -414,9 +440,9 @@ async def run_stream(
         on_update(counters, True)
     if state.complete:
         return counters
-    seen: set[bytes] | None = None
+    seen: SeenSet | None = None
     if plan.deduplicate:
-        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts)
+        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
     data_dir = dest / DATA_DIR
     errors_fh: IO[bytes] = await asyncio.to_thread(open, dest / errors_name(stream), "ab")
     writer: PartWriter | None = None
@@ -424,6 +450,21 @@ async def run_stream(
     # The previous batch is encoded and written in a thread while fetching goes on; at most one
     # write runs at a time, so parts stay byte-identical to a sequential run.
     write_task: asyncio.Future[None] | None = None
+    # memory budget: a record holds its bytes until the batch that holds it is written (the
+    # open batch's records are parked: the next document must not wait for them)
+    batch_leases: list[Lease] = []
+
+    def release(leases: list[Lease]) -> None:
+        for lease in leases:
+            lease.release()
+        leases.clear()
+
+    def release_when_written(task: asyncio.Future[Any]) -> None:
+        leases = list(batch_leases)
+        batch_leases.clear()
+        for lease in leases:
+            lease.park(False)
+        task.add_done_callback(lambda _: release(leases))
 
     async def wait_for_write() -> None:
         nonlocal write_task, busy
@@ -455,7 +496,9 @@ async def run_stream(
         await wait_for_write()
         w, pending = writer, writer.take_batch()
         busy = True
-        sha, size = await asyncio.to_thread(w.finish, pending)
+        finishing = asyncio.ensure_future(asyncio.to_thread(w.finish, pending))
+        release_when_written(finishing)
+        sha, size = await finishing
         busy = False
         writer = None
         counters.bytes_out += size
@@ -484,6 +527,7 @@ async def run_stream(
                 position=state.position,
                 sub_shard=sub_shard,
                 items=items,
+                hold=True,
             )
             async with closing(outcomes) as stream_outcomes:
                 async for oc in stream_outcomes:
@@ -497,11 +541,9 @@ async def run_stream(
                         errors_fh.flush()
                     elif record is None:
                         counters.skipped += 1
-                    elif seen is not None and (digest := dedup_key(record)) in seen:
+                    elif seen is not None and not seen.add(dedup_key(record)):
                         counters.duplicates += 1
                     else:
-                        if seen is not None:
-                            seen.add(digest)
                         if writer is None:
                             name = part_name(stream, len(state.parts), plan.extension)
                             writer = await asyncio.to_thread(
@@ -514,16 +556,24 @@ async def run_stream(
                             )
                             first_key = oc.item.key
                         counters.exported += 1
+                        if oc.lease is not None:
+                            batch_leases.append(oc.lease)
+                            oc.lease = None
                         if writer.add(record):
                             await wait_for_write()
                             busy = True
                             write_task = asyncio.ensure_future(
                                 asyncio.to_thread(writer.write_batch, writer.take_batch())
                             )
+                            release_when_written(write_task)
+                        elif batch_leases:
+                            batch_leases[-1].park()
                         if writer.records >= plan.records_per_part:
                             await finish_part()
                         if limit is not None and counters.exported >= limit:
                             break
+                    if oc.lease is not None:  # not handed to the writer
+                        oc.lease.release()
                     if on_update is not None:
                         on_update(counters, False)
         if writer is not None:
@@ -538,6 +588,9 @@ async def run_stream(
             busy = False
         if writer is not None and not busy:
             writer.abort()
+        release(batch_leases)
+        if seen is not None:
+            seen.close()
         errors_fh.close()
     if on_update is not None:
         on_update(counters, True)

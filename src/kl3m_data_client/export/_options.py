@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._keys import normalize_key_prefix, validate_dataset_id
 from kl3m_data_client.export._records import RecordFilter
@@ -38,7 +39,10 @@ FINGERPRINT_FIELDS = (
     "workers",
 )
 #: The keyword options of an export (``make_plan`` takes ``bucket``/``dataset_id`` apart).
-PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {"max_concurrency"}
+PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {
+    "max_concurrency",
+    "memory_budget",
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class ExportPlan:
     records_per_part: int
     workers: int
     max_concurrency: int
+    #: bytes the documents in flight and the records not yet written may hold (all workers)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @property
     def record_filter(self) -> RecordFilter:
@@ -181,6 +187,7 @@ def make_plan(
     max_concurrency: int | None = None,
     workers: int = 1,
     default_concurrency: int = 64,
+    memory_budget: int | str | None = None,
 ) -> ExportPlan:
     """Validate export options (raises InvalidInputError naming the bad one)."""
     validate_dataset_id(dataset_id)
@@ -244,6 +251,12 @@ def make_plan(
     assert n_workers is not None
     conc = _opt_int("max_concurrency", max_concurrency, 1) or default_concurrency
     max_docs = _opt_int("max_documents", max_documents, 0)
+    if isinstance(memory_budget, str):
+        try:
+            memory_budget = parse_size(memory_budget)
+        except ValueError as exc:
+            raise InvalidInputError(f"memory_budget: {exc}") from exc
+    budget = _opt_int("memory_budget", memory_budget, 1) or DEFAULT_MEMORY_BUDGET
     if n_workers > 1 and deduplicate:
         raise InvalidInputError(
             "deduplicate needs workers=1 (duplicates can fall into different worker shards)"
@@ -270,4 +283,5 @@ def make_plan(
         records_per_part=rpp,
         workers=n_workers,
         max_concurrency=conc,
+        memory_budget=budget,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from kl3m_data_client._errors import CorruptObjectError
 from kl3m_data_client._formats import (
     DEFAULT_LIMITS,
     bytes_to_content,
@@ -158,7 +159,12 @@ def decompress_content(content: str | bytes, binary: bool = False) -> str | byte
                 content, "<content>", limit=DEFAULT_LIMITS.max_inflated_bytes, what="gzip", wbits=31
             )
             return bytes_to_content(raw, mime)
-        content = content.decode("ascii", errors="strict")
+        try:
+            content = content.decode("ascii", errors="strict")
+        except UnicodeDecodeError as exc:
+            raise CorruptObjectError(
+                "<content>", f"neither gzip nor base64 (not ASCII): {exc}"
+            ) from exc
     return decode_content_field(content, "<content>", mime_type=mime)
 
 
