@@ -199,6 +199,8 @@ class Budget:
     def _try(self, lease: Lease, nbytes: int) -> bool:
         """Grant at once or refuse (never waits; callable from any thread)."""
         with self._lock:
+            if lease.released:  # a decode thread that outlived its cancelled task
+                return True
             older_waiting = bool(self._waiters) and self._waiters[0][0] < lease.ticket
             if (not older_waiting or self._is_head(lease)) and self._grantable(lease, nbytes):
                 self._grant(lease, nbytes)
@@ -235,6 +237,7 @@ class Budget:
 
     def _release(self, lease: Lease) -> None:
         with self._lock:
+            lease.released = True
             self._untaken.pop(lease.ticket, None)
             self._give(lease, lease.held)
 
@@ -247,7 +250,17 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class Lease:
     """The bytes one item holds in a :class:`Budget`."""
 
-    __slots__ = ("_room", "_used", "body", "budget", "held", "parked", "taken_", "ticket")
+    __slots__ = (
+        "_room",
+        "_used",
+        "body",
+        "budget",
+        "held",
+        "parked",
+        "released",
+        "taken_",
+        "ticket",
+    )
 
     def __init__(self, budget: Budget, ticket: int) -> None:
         self.budget = budget
@@ -255,6 +268,7 @@ class Lease:
         self.held = 0
         self.taken_ = False
         self.parked = False
+        self.released = False
         self.body = 0  # bytes held for the body
         self._room = 0  # bytes held for decoding
         self._used = 0  # of those, charged by the current decode attempt

@@ -72,7 +72,8 @@ def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int
     ``limit`` bytes and each step is charged to the memory budget of the current decode.
     """
     decompressor = zlib.decompressobj(wbits)
-    out = io.BytesIO()
+    first = b""  # most objects inflate in one step: no buffer, no copy
+    out: io.BytesIO | None = None
     pending: bytes = data
     size = 0
     try:
@@ -85,6 +86,13 @@ def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int
             if size > limit:
                 break
             charge_inflated(len(chunk))
+            if out is None and not first:
+                first = chunk
+                continue
+            if out is None:
+                out = io.BytesIO()
+                out.write(first)
+                first = b""
             out.write(chunk)
             del chunk
     except zlib.error as exc:
@@ -93,7 +101,7 @@ def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int
         raise SizeLimitExceededError(key, f"{what} data inflates beyond the limit of {limit} bytes")
     if not decompressor.eof:
         raise CorruptObjectError(key, f"truncated {what} data")
-    return out.getvalue()
+    return first if out is None else out.getvalue()
 
 
 if sys.version_info >= (3, 11):
