@@ -87,7 +87,8 @@ def throughput(a: argparse.Namespace, base_src: Path) -> list[str]:
     ]
     for name, b in best.items():
         ratio = b["dps"] / ref
-        lines.append(f"| {name} | {b['dps']:,.0f} | {b['cpu']:.2f} | {b['rss']:.0f} | {ratio:.2f}x |")
+        cells = [name, f"{b['dps']:,.0f}", f"{b['cpu']:.2f}", f"{b['rss']:.0f}", f"{ratio:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -136,8 +137,9 @@ def big_documents(a: argparse.Namespace, base_src: Path) -> list[str]:
             if out.returncode:
                 raise SystemExit(f"{name}: {out.stderr[-1000:]}")
             words = out.stdout.split()
-            exported, seconds = int(words[words.index("RESULT") + 1]), float(
-                words[words.index("RESULT") + 2]
+            exported, seconds = (
+                int(words[words.index("RESULT") + 1]),
+                float(words[words.index("RESULT") + 2]),
             )
             hwm = int(words[words.index("HWM") + 1]) / 1024
             print(f"  {name}: {exported} docs in {seconds:.1f} s, peak RSS {hwm:.0f} MB")
