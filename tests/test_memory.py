@@ -84,7 +84,9 @@ def _peak_rss_of_export(bucket: LocalBucket, dest: Path, dataset: str, budget: i
 
 
 @pytest.mark.kl3m_corpus(0)
-def test_export_of_big_documents_stays_within_budget(kl3m_bucket: LocalBucket, tmp_path: Path):
+def test_export_of_big_documents_stays_within_budget(
+    kl3m_bucket: LocalBucket, tmp_path: Path
+) -> None:
     """3 x 200 MiB documents: peak RSS within budget + margin (without a budget: ~1.3 GiB).
 
     A 200 MiB text document alone costs ~3 x 200 MiB while its record is handed to the
@@ -273,7 +275,9 @@ def test_cli_memory_budget(kl3m_bucket: LocalBucket, tmp_path: Path) -> None:
 
 
 @pytest.mark.kl3m_corpus(0)
-async def test_deduplicate_seen_set_lives_on_disk(kl3m_bucket: LocalBucket, tmp_path: Path):
+async def test_deduplicate_seen_set_lives_on_disk(
+    kl3m_bucket: LocalBucket, tmp_path: Path
+) -> None:
     same = _text(1, 4096)
     objects = {}
     for i in range(6):
