@@ -275,9 +275,7 @@ def test_cli_memory_budget(kl3m_bucket: LocalBucket, tmp_path: Path) -> None:
 
 
 @pytest.mark.kl3m_corpus(0)
-async def test_deduplicate_seen_set_lives_on_disk(
-    kl3m_bucket: LocalBucket, tmp_path: Path
-) -> None:
+async def test_deduplicate_seen_set_lives_on_disk(kl3m_bucket: LocalBucket, tmp_path: Path) -> None:
     same = _text(1, 4096)
     objects = {}
     for i in range(6):
