@@ -6,12 +6,14 @@ the records waiting to be written. Each input item gets a :class:`Lease` when it
 submitted (input order = ticket order) and charges it in three steps:
 
 1. **Before the GET** it reserves ``BODY_FACTOR x`` the listed size (the body, plus the
-   parsed JSON / base64-decoded copies of it that exist while it is decoded). Explicit ids
-   have no listed size: they reserve :data:`UNKNOWN_SIZE` and, once the GET returns, top
-   the reservation up to the real size (or give the excess back). A HEAD per document would
-   cost a request each; the store reads a body in one call, so the real size is known only
-   after it is read: an explicit id larger than its estimate overdraws the budget by its
-   body until its top-up is granted (see "store hook" in the README of this change).
+   parsed JSON / base64-decoded copies of it that exist while it is decoded). Objects whose
+   size is not listed (explicit ids, items dealt to export workers) reserve
+   :data:`UNKNOWN_SIZE` -- a HEAD per document would cost a request each -- and, once the
+   GET returns, top the reservation up to the real size (or give the excess back). The
+   top-up waits like any request (see below), so it cannot deadlock; but the
+   store reads a body in one call, so an unlisted object larger than its estimate overdraws
+   the budget by its body until then. (With a store hook that reports ``Content-Length``
+   before the body is read, the top-up would happen before the read.)
 2. **While decoding**, every byte that ``_formats.inflate`` produces charges
    ``INFLATED_FACTOR`` bytes (the inflated bytes, the text decoded from them, the record or
    line made of that) through a context variable, from whichever thread decodes. A thread
@@ -60,8 +62,10 @@ BODY_FACTOR = 3
 #: while a record is handed to a JSONL writer, its text, its encoded line and the batch's
 #: copy of that line (measured: a 200 MiB text document peaks at ~3 x 200 MiB).
 INFLATED_FACTOR = 3
-#: Body size assumed for an object whose size is unknown before its GET (explicit ids).
-UNKNOWN_SIZE = 1 * MiB
+#: Body size assumed for an object whose size is unknown before its GET (explicit ids,
+#: items dealt to export workers). Small: the body is read before its real size is known
+#: anyway, and a large estimate would cut the concurrency of small documents.
+UNKNOWN_SIZE = 256 * 1024
 
 _UNITS = {
     "": 1,
