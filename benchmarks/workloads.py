@@ -301,6 +301,8 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "aws_secret_access_key": SECRET,
         "max_concurrency": a.concurrency,
     }
+    if a.memory_budget:  # benchmarks/budget.py: only passed to a client that has the option
+        kwargs["memory_budget"] = a.memory_budget
     return kwargs
 
 
@@ -597,6 +599,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--format", default="jsonl")
     ap.add_argument("--stage", default="documents")
+    ap.add_argument("--memory-budget", default=None, help="e.g. 1GiB (ours, if it has it)")
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from kl3m_data_client._budget import Budget, Lease, budgeted_map, released_in_turn
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._document import AsyncDocument
 from kl3m_data_client._errors import ClientClosedError, InvalidInputError
@@ -27,7 +28,7 @@ from kl3m_data_client._keys import (
     validate_dataset_id,
     validate_document_id,
 )
-from kl3m_data_client._stream import aclose, aiter_items, closing, ordered_map
+from kl3m_data_client._stream import aclose, aiter_items, closing
 from kl3m_data_client.models.common import DATA_STAGES, DatasetStatus, Stage
 from kl3m_data_client.models.stage import DatasetIndex
 
@@ -72,6 +73,7 @@ class AsyncKL3MClient:
         object_deadline: float | None = None,
         verify: bool | str | None = None,
         limits: Limits | None = None,
+        memory_budget: int | str | None = None,
         verbose: bool = False,
         session: Any = None,
         config: ClientConfig | None = None,
@@ -97,6 +99,7 @@ class AsyncKL3MClient:
                 object_deadline=object_deadline,
                 verify=verify,
                 limits=limits,
+                memory_budget=memory_budget,
                 verbose=verbose,
             )
         self.config = config
@@ -244,6 +247,23 @@ class AsyncKL3MClient:
             raise InvalidInputError(f"limit must be >= 0, got {limit}")
         if limit == 0:
             return
+        listed = self._listed(dataset_id, stage, key_prefix, limit, start_after=start_after)
+        async with closing(listed) as pairs:
+            async for doc_id, _ in pairs:
+                yield doc_id
+
+    async def _listed(
+        self,
+        dataset_id: str,
+        stage: Stage,
+        key_prefix: str | None,
+        limit: int | None,
+        *,
+        start_after: str | None = None,
+    ) -> AsyncIterator[tuple[str, int]]:
+        """``(document id, listed size)`` of a dataset's objects in ``stage``, listing order."""
+        if limit == 0:
+            return
         prefix = stage_prefix(stage, dataset_id, key_prefix)
         count = 0
         async with closing(self.iter_objects(prefix, start_after=start_after)) as infos:
@@ -251,7 +271,7 @@ class AsyncKL3MClient:
                 doc_id = document_id_from_key(info.key, dataset_id)
                 if not doc_id:
                     continue
-                yield doc_id
+                yield doc_id, info.size
                 count += 1
                 if limit is not None and count >= limit:
                     return
@@ -280,8 +300,12 @@ class AsyncKL3MClient:
         return index
 
     # -- documents -------------------------------------------------------------------------
-    async def _decode(self, size: int, fn: Any, *args: Any) -> Any:
-        if size <= INLINE_DECODE_BYTES:
+    async def _decode(self, size: int, fn: Any, *args: Any, lease: Lease | None = None) -> Any:
+        """``fn(*args)`` here for small objects, else in a thread; charged to ``lease``."""
+        inline = size <= INLINE_DECODE_BYTES
+        if lease is not None:
+            return await lease.run(inline, fn, *args)
+        if inline:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
@@ -300,11 +324,22 @@ class AsyncKL3MClient:
         return None if found is None else found[2]
 
     async def _get_raw(
-        self, dataset_id: str, document_id: str, stage: Stage
+        self,
+        dataset_id: str,
+        document_id: str,
+        stage: Stage,
+        lease: Lease | None = None,
+        size: int | None = None,
     ) -> tuple[str, str, bytes] | None:
-        """GET (id, key, bytes); an id ending in ``.json`` that is not found is tried without."""
+        """GET (id, key, bytes); an id ending in ``.json`` that is not found is tried without.
+
+        With a ``lease``, the body is reserved (``size``, the listed size, if known) before
+        the GET and the reservation set to the real size after it.
+        """
         document_id = validate_document_id(document_id)
         key = object_key(stage, dataset_id, document_id)
+        if lease is not None:
+            await lease.reserve_body(size)
         data = await self.store.get(key)
         if data is None:
             alternative = legacy_id(document_id)
@@ -314,20 +349,44 @@ class AsyncKL3MClient:
             data = await self.store.get(key)
             if data is None:
                 return None
+        if lease is not None:
+            await lease.body_read(len(data))
         return document_id, key, data
 
     async def _fetch(
-        self, dataset_id: str, document_id: str, stage: Stage
+        self,
+        dataset_id: str,
+        document_id: str,
+        stage: Stage,
+        lease: Lease | None = None,
+        size: int | None = None,
     ) -> tuple[str, StageContent] | None:
-        """GET and decode one document's object."""
-        found = await self._get_raw(dataset_id, document_id, stage)
+        """GET and decode one document's object (charged to ``lease`` when given)."""
+        found = await self._get_raw(dataset_id, document_id, stage, lease, size)
         if found is None:
             return None
         document_id, key, data = found
         content: StageContent = await self._decode(
-            len(data), decode_stage_object, stage.value, key, document_id, data, self.config.limits
+            len(data),
+            decode_stage_object,
+            stage.value,
+            key,
+            document_id,
+            data,
+            self.config.limits,
+            lease=lease,
         )
         return document_id, content
+
+    async def _budgeted_document(
+        self, dataset_id: str, document_id: str, stage: Stage, lease: Lease, size: int | None
+    ) -> AsyncDocument | None:
+        """:meth:`get_document` charged to ``lease`` (for the concurrent fetches)."""
+        found = await self._fetch(dataset_id, document_id, stage, lease, size)
+        if found is None:
+            return None
+        found_id, content = found
+        return AsyncDocument(self, dataset_id, found_id, stage, {stage: content})
 
     async def get_document(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
@@ -360,20 +419,27 @@ class AsyncKL3MClient:
         """Fetch and decode documents concurrently, yielding them in listing (or given) order.
 
         At most ``max_concurrency`` requests are in flight and at most twice that many
-        documents are held, however slow the consumer. Ids in ``document_ids`` that do not
+        documents are held, however slow the consumer; their bytes (bodies, decoded content)
+        stay within ``memory_budget`` (a document counts until you ask for the next one; one
+        larger than the budget is fetched alone). Ids in ``document_ids`` that do not
         exist are skipped (or raise NotFoundError with ``skip_missing=False``); a corrupt
         object raises CorruptObjectError naming its key.
         """
         stage = Stage.coerce(stage)
         validate_dataset_id(dataset_id)
-        ids: Iterable[str] | AsyncIterable[str]
+        if stage not in DATA_STAGES:
+            raise InvalidInputError(f"stage {stage.value!r} holds no documents")
+        if limit is not None and limit < 0:
+            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+        ids: AsyncIterable[tuple[str, int | None]]
         if document_ids is None:
-            ids = self.iter_documents(dataset_id, stage, key_prefix, limit)
+            ids = self._listed(dataset_id, stage, key_prefix, limit)
         else:
-            ids = _limited(document_ids, limit)
+            ids = _unsized(_limited(document_ids, limit))
 
-        async def fetch(doc_id: str) -> AsyncDocument | None:
-            document = await self.get_document(dataset_id, doc_id, stage)
+        async def fetch(pair: tuple[str, int | None], lease: Lease) -> AsyncDocument | None:
+            doc_id, size = pair
+            document = await self._budgeted_document(dataset_id, doc_id, stage, lease, size)
             if document is None:
                 if not skip_missing:
                     from kl3m_data_client._errors import NotFoundError
@@ -383,7 +449,9 @@ class AsyncKL3MClient:
                 return None
             return document
 
-        return _present(ordered_map(ids, fetch, window=2 * self.config.max_concurrency))
+        budget = Budget(self.config.memory_budget)
+        fetched = budgeted_map(ids, fetch, window=2 * self.config.max_concurrency, budget=budget)
+        return _present(released_in_turn(fetched))
 
     async def get_documents(
         self,
@@ -391,7 +459,10 @@ class AsyncKL3MClient:
         document_ids: Iterable[str],
         stage: Stage | str = Stage.DOCUMENTS,
     ) -> dict[str, AsyncDocument | None]:
-        """Fetch many documents concurrently: ``{id: document or None}`` in the given order."""
+        """Fetch many documents concurrently: ``{id: document or None}`` in the given order.
+
+        The result holds every document; ``memory_budget`` bounds what is in flight besides.
+        """
         stage = Stage.coerce(stage)
         ids = list(dict.fromkeys(document_ids))
         for doc_id in ids:
@@ -399,11 +470,15 @@ class AsyncKL3MClient:
         validate_dataset_id(dataset_id)
         results: dict[str, AsyncDocument | None] = {}
 
-        async def fetch(doc_id: str) -> tuple[str, AsyncDocument | None]:
-            return doc_id, await self.get_document(dataset_id, doc_id, stage)
+        async def fetch(doc_id: str, lease: Lease) -> tuple[str, AsyncDocument | None]:
+            return doc_id, await self._budgeted_document(dataset_id, doc_id, stage, lease, None)
 
-        async for doc_id, doc in ordered_map(ids, fetch, window=2 * self.config.max_concurrency):
-            results[doc_id] = doc
+        budget = Budget(self.config.memory_budget)
+        window = 2 * self.config.max_concurrency
+        async with closing(budgeted_map(ids, fetch, window=window, budget=budget)) as fetched:
+            async for lease, (doc_id, doc) in fetched:
+                results[doc_id] = doc
+                lease.release()
         return results
 
     # -- export ----------------------------------------------------------------------------
@@ -448,6 +523,12 @@ async def _limited(
                 return
     finally:
         await aclose(source)
+
+
+async def _unsized(items: AsyncIterator[str]) -> AsyncIterator[tuple[str, int | None]]:
+    async with closing(items) as source:
+        async for item in source:
+            yield item, None
 
 
 async def _present(items: AsyncIterator[AsyncDocument | None]) -> AsyncIterator[AsyncDocument]:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._formats import DEFAULT_LIMITS, Limits
 from kl3m_data_client._version import __version__
@@ -36,6 +37,8 @@ class ClientConfig:
     object_deadline: float | None = None
     verify: bool | str | None = None
     limits: Limits = DEFAULT_LIMITS
+    #: Bytes the documents in flight of one operation may hold (see ``_budget``).
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes; a str like '512MiB' is parsed
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -55,6 +58,19 @@ class ClientConfig:
             raise InvalidInputError("connect_timeout and read_timeout must be positive")
         if self.object_deadline is not None and self.object_deadline <= 0:
             raise InvalidInputError("object_deadline must be positive seconds or None")
+        if isinstance(self.memory_budget, str):
+            try:
+                object.__setattr__(self, "memory_budget", parse_size(self.memory_budget))
+            except ValueError as exc:
+                raise InvalidInputError(f"memory_budget: {exc}") from exc
+        if (
+            isinstance(self.memory_budget, bool)
+            or not isinstance(self.memory_budget, int)
+            or self.memory_budget < 1
+        ):
+            raise InvalidInputError(
+                f"memory_budget must be a positive number of bytes, got {self.memory_budget!r}"
+            )
         if self.anonymous and (self.aws_access_key_id or self.aws_secret_access_key):
             raise InvalidInputError("anonymous=True cannot be combined with explicit credentials")
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from kl3m_data_client._budget import charge_inflated
 from kl3m_data_client._errors import CorruptObjectError, SizeLimitExceededError
 from kl3m_data_client.models.document import (
     DocumentContent,
@@ -58,18 +60,48 @@ def is_text_mime(mime_type: str | None) -> bool | None:
     return mime.endswith(("+xml", "+json"))
 
 
+#: Output bytes inflated per step: the budget is charged and the cap checked per step.
+INFLATE_STEP = 1 << 20
+
+
 def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int = 15) -> bytes:
-    """Inflate a zlib (or gzip with ``wbits=31``) stream, refusing output above ``limit``."""
+    """Inflate a zlib (or gzip with ``wbits=31``) stream, refusing output above ``limit``.
+
+    The output grows in one buffer (``BytesIO.getvalue`` hands it over without a copy), a
+    step of at most :data:`INFLATE_STEP` bytes at a time, so refusing a bomb costs at most
+    ``limit`` bytes and each step is charged to the memory budget of the current decode.
+    """
     decompressor = zlib.decompressobj(wbits)
+    first = b""  # most objects inflate in one step: no buffer, no copy
+    out: io.BytesIO | None = None
+    pending: bytes = data
+    size = 0
     try:
-        out = decompressor.decompress(data, limit + 1)
+        while not decompressor.eof:
+            chunk = decompressor.decompress(pending, min(INFLATE_STEP, limit + 1 - size))
+            pending = decompressor.unconsumed_tail
+            if not chunk:  # input exhausted before the end of the stream
+                break
+            size += len(chunk)
+            if size > limit:
+                break
+            charge_inflated(len(chunk))
+            if out is None and not first:
+                first = chunk
+                continue
+            if out is None:
+                out = io.BytesIO()
+                out.write(first)
+                first = b""
+            out.write(chunk)
+            del chunk
     except zlib.error as exc:
-        raise CorruptObjectError(key, f"invalid {what} data: {exc}") from None
-    if len(out) > limit or decompressor.unconsumed_tail:
+        raise CorruptObjectError(key, f"invalid {what} data: {exc}") from exc
+    if size > limit:
         raise SizeLimitExceededError(key, f"{what} data inflates beyond the limit of {limit} bytes")
     if not decompressor.eof:
         raise CorruptObjectError(key, f"truncated {what} data")
-    return out
+    return first if out is None else out.getvalue()
 
 
 if sys.version_info >= (3, 11):
@@ -87,7 +119,7 @@ def _b64(value: str, key: str, field: str) -> bytes:
     try:
         return _strict_b64(value)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise CorruptObjectError(key, f"invalid base64 in {field!r}: {exc}") from None
+        raise CorruptObjectError(key, f"invalid base64 in {field!r}: {exc}") from exc
 
 
 def _has_zlib_header(data: bytes) -> bool:
@@ -98,7 +130,7 @@ def _load_json(data: bytes, key: str, what: str) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise CorruptObjectError(key, f"invalid JSON in {what}: {exc}") from None
+        raise CorruptObjectError(key, f"invalid JSON in {what}: {exc}") from exc
 
 
 def decode_content_field(
@@ -153,7 +185,7 @@ def _decode_text(value: str, key: str, limits: Limits) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorruptObjectError(key, f"representation text is not UTF-8: {exc}") from None
+        raise CorruptObjectError(key, f"representation text is not UTF-8: {exc}") from exc
 
 
 def decode_representation(
@@ -205,7 +237,7 @@ def read_parquet_table(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -
         # one-row object (4x the read) and ~70 MB more peak RSS in a parquet-stage export
         return pq.ParquetFile(pa.BufferReader(payload)).read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise CorruptObjectError(key, f"invalid parquet: {exc}") from None
+        raise CorruptObjectError(key, f"invalid parquet: {exc}") from exc
 
 
 def decode_parquet(
@@ -231,7 +263,7 @@ def table_tokens(key: str, table: Any) -> tuple[str, dict[str, list[int]]]:
     try:
         names = table.column_names
     except ValueError as exc:  # e.g. column names that are not UTF-8
-        raise CorruptObjectError(key, f"unreadable parquet schema: {exc}") from None
+        raise CorruptObjectError(key, f"unreadable parquet schema: {exc}") from exc
     if names.count("identifier") > 1 or names.count("representations") != 1:
         raise CorruptObjectError(
             key, "parquet table needs exactly one 'representations' column (and one identifier)"
@@ -243,7 +275,7 @@ def table_tokens(key: str, table: Any) -> tuple[str, dict[str, list[int]]]:
             identifier = "" if value is None else str(value)
         reps = table.column("representations")[0].as_py()
     except (pa_errors(), KeyError, ValueError, TypeError) as exc:
-        raise CorruptObjectError(key, f"unreadable parquet row: {exc}") from None
+        raise CorruptObjectError(key, f"unreadable parquet row: {exc}") from exc
     return identifier, _token_map(key, reps)
 
 

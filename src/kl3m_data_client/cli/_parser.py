@@ -63,6 +63,19 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _size(text: str) -> int:
+    """A positive byte count: ``512MiB``, ``2GiB``, ``1000000``."""
+    from kl3m_data_client._budget import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -160,6 +173,13 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         type=_positive_int,
         default=default(None),
         help="S3 requests in flight (default: 64)",
+    )
+    group.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        type=_size,
+        default=default(None),
+        help="bytes the documents in flight may hold, e.g. 512MiB (default: 1GiB)",
     )
     group.add_argument(
         "--connect-timeout",

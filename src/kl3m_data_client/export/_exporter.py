@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from kl3m_data_client._budget import Budget, Lease, NeedBudget, budgeted_map, released_in_turn
 from kl3m_data_client._errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -35,7 +36,7 @@ from kl3m_data_client._keys import (
     stage_prefix,
     validate_document_id,
 )
-from kl3m_data_client._stream import closing, ordered_map
+from kl3m_data_client._stream import closing
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     WORKERS_LOCK,
@@ -62,6 +63,7 @@ from kl3m_data_client.export._records import (
 )
 from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
 from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
+from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._writers import (
     PartWriter,
     check_parquet_record,
@@ -138,6 +140,7 @@ class Item:
     key: str
     document_id: str
     error: KL3MError | None = None
+    size: int | None = None  # listed size (None for explicit ids)
 
 
 @dataclass(slots=True)
@@ -151,6 +154,7 @@ class Outcome:
     error: KL3MError | None = None
     bytes_in: int = 0
     line: bytes | None = None
+    lease: Lease | None = None  # its bytes in the memory budget (the consumer releases it)
 
 
 def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
@@ -221,7 +225,7 @@ async def iter_items(
                         unsafe = CorruptObjectError(key, f"unsafe key: {exc}")
                         yield Item(position, key, doc_id, error=unsafe)
                     else:
-                        yield Item(position, key, doc_id)
+                        yield Item(position, key, doc_id, size=info.size)
             return
         except KL3MError as exc:
             if not outage.waitable(exc):
@@ -247,7 +251,7 @@ def _build(
             return result, encode_line(result)
         check_parquet_record(result)
         return result, None
-    except KL3MError:
+    except (KL3MError, NeedBudget):
         raise
     except Exception as exc:  # RecursionError, MemoryError, ...: a bad object, never a stop
         raise CorruptObjectError(key, f"cannot be exported: {type(exc).__name__}: {exc}") from exc
@@ -255,7 +259,7 @@ def _build(
 
 def _fetcher(
     client: AsyncKL3MClient, plan: ExportPlan, outage: Outage, *, encode: bool = False
-) -> Callable[[Item], Awaitable[Outcome]]:
+) -> Callable[[Item, Lease], Awaitable[Outcome]]:
     """The fetch step: GET (through outages), decode, filter and, with ``encode``, encode.
 
     Per-object failures become the outcome's ``error``; systemic ones wait on ``outage``
@@ -263,9 +267,10 @@ def _fetcher(
     """
     limits = client.config.limits
 
-    async def fetch(item: Item) -> Outcome:
+    async def fetch(item: Item, lease: Lease) -> Outcome:
         if item.error is not None:
             return Outcome(item, error=item.error)
+        await lease.reserve_body(item.size)
         try:
             data = await outage.call(lambda: client.store.get(item.key))
         except KL3MError as exc:
@@ -275,11 +280,9 @@ def _fetcher(
         if data is None:
             return Outcome(item, error=NotFoundError(f"{item.key!r} not found", key=item.key))
         size = len(data)
+        await lease.body_read(size)
         try:
-            if size > INLINE_BYTES:
-                result = await asyncio.to_thread(_build, plan, item, data, limits, encode)
-            else:
-                result = _build(plan, item, data, limits, encode)
+            result = await lease.run(size <= INLINE_BYTES, _build, plan, item, data, limits, encode)
         except KL3MError as exc:
             if not is_per_object(exc):
                 raise
@@ -303,11 +306,15 @@ def iter_outcomes(
     items: AsyncIterator[Item] | None = None,
     outage: Outage | None = None,
     encode: bool = False,
+    hold: bool = False,
 ) -> AsyncIterator[Outcome]:
     """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
 
     The items are ``items`` when given (a worker fed by the parent's listing), else
-    :func:`iter_items` of the plan. Listing and fetching share one outage clock.
+    :func:`iter_items` of the plan. Listing and fetching share one outage clock. Their bytes
+    stay within the plan's memory budget (split between its workers): an outcome holds its
+    bytes until the next one is asked for, or, with ``hold=True``, until the caller calls
+    ``outcome.lease.release()``.
     """
     if outage is None:
         outage = Outage(plan.outage_timeout)
@@ -321,7 +328,18 @@ def iter_outcomes(
             outage=outage,
         )
     fetch = _fetcher(client, plan, outage, encode=encode)
-    return ordered_map(items, fetch, window=plan.max_concurrency)
+    budget = Budget(max(1, plan.memory_budget // plan.workers))
+    fetched = budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)
+    if hold:
+        return _with_leases(fetched)
+    return released_in_turn(fetched)
+
+
+async def _with_leases(fetched: AsyncIterator[tuple[Lease, Outcome]]) -> AsyncIterator[Outcome]:
+    async with closing(fetched) as pairs:
+        async for lease, outcome in pairs:
+            outcome.lease = lease
+            yield outcome
 
 
 # ------------------------------------------------------------------------------ records API
@@ -352,11 +370,14 @@ async def iter_export_records(
         max_documents=max_documents,
         **options,
     )
-    seen: set[bytes] | None = set() if plan.deduplicate else None
     count = 0
     if plan.max_documents == 0:
         return
-    async with closing(iter_outcomes(client, plan)) as outcomes:
+    seen = SeenSet() if plan.deduplicate else None
+    async with contextlib.AsyncExitStack() as stack:
+        if seen is not None:
+            stack.callback(seen.close)
+        outcomes = await stack.enter_async_context(closing(iter_outcomes(client, plan)))
         async for oc in outcomes:
             if oc.error is not None:
                 if on_error == "raise":
@@ -365,11 +386,8 @@ async def iter_export_records(
                 continue
             if oc.record is None:
                 continue
-            if seen is not None:
-                digest = dedup_key(oc.record)
-                if digest in seen:
-                    continue
-                seen.add(digest)
+            if seen is not None and not seen.add(dedup_key(oc.record)):
+                continue
             yield oc.record
             count += 1
             if plan.max_documents is not None and count >= plan.max_documents:
@@ -382,6 +400,8 @@ def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPla
         raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
     if options.get("max_concurrency") is None:
         options["max_concurrency"] = 2 * client.config.max_concurrency
+    if options.get("memory_budget") is None:
+        options["memory_budget"] = client.config.memory_budget
     return make_plan(bucket=client.config.bucket, dataset_id=dataset_id, **options)
 
 
@@ -447,11 +467,16 @@ def _load_stream(dest: Path, plan: ExportPlan, stream: str) -> StreamState:
     return state
 
 
-def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]]) -> set[bytes]:
-    seen: set[bytes] = set()
-    for part in parts:
-        for record in read_part(dest / part["path"], plan.format, plan.compression):
-            seen.add(dedup_key(record))
+def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]], stream: str) -> SeenSet:
+    """The dedup seen-set of a stream (on disk, in ``dest``), rebuilt from its parts."""
+    seen = SeenSet(dest / f".dedup{'-' + stream if stream else ''}.sqlite3")
+    try:
+        for part in parts:
+            for record in read_part(dest / part["path"], plan.format, plan.compression):
+                seen.add(dedup_key(record))
+    except BaseException:
+        seen.close()
+        raise
     return seen
 
 
@@ -492,9 +517,9 @@ async def run_stream(
         on_update(counters, True)
     if state.complete:
         return counters
-    seen: set[bytes] | None = None
+    seen: SeenSet | None = None
     if plan.deduplicate:
-        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts)
+        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
     data_dir = dest / DATA_DIR
     errors_fh: IO[bytes] = await asyncio.to_thread(open, dest / errors_name(stream), "ab")
     writer: PartWriter | None = None
@@ -502,6 +527,21 @@ async def run_stream(
     # The previous batch is encoded and written in a thread while fetching goes on; at most one
     # write runs at a time, so parts stay byte-identical to a sequential run.
     write_task: asyncio.Future[None] | None = None
+    # memory budget: a record holds its bytes until the batch that holds it is written (the
+    # open batch's records are parked: the next document must not wait for them)
+    batch_leases: list[Lease] = []
+
+    def release(leases: list[Lease]) -> None:
+        for lease in leases:
+            lease.release()
+        leases.clear()
+
+    def release_when_written(task: asyncio.Future[Any]) -> None:
+        leases = list(batch_leases)
+        batch_leases.clear()
+        for lease in leases:
+            lease.park(False)
+        task.add_done_callback(lambda _: release(leases))
 
     async def wait_for_write() -> None:
         nonlocal write_task, busy
@@ -533,7 +573,9 @@ async def run_stream(
         await wait_for_write()
         w, pending = writer, writer.take_batch()
         busy = True
-        sha, size = await asyncio.to_thread(w.finish, pending)
+        finishing = asyncio.ensure_future(asyncio.to_thread(w.finish, pending))
+        release_when_written(finishing)
+        sha, size = await finishing
         busy = False
         writer = None
         counters.bytes_out += size
@@ -566,6 +608,7 @@ async def run_stream(
                 items=items,
                 outage=outage,
                 encode=True,
+                hold=True,
             )
             async with closing(outcomes) as stream_outcomes:
                 async for oc in stream_outcomes:
@@ -578,11 +621,9 @@ async def run_stream(
                         errors_fh.flush()
                     elif record is None:
                         counters.skipped += 1
-                    elif seen is not None and (digest := dedup_key(record)) in seen:
+                    elif seen is not None and not seen.add(dedup_key(record)):
                         counters.duplicates += 1
                     else:
-                        if seen is not None:
-                            seen.add(digest)
                         if writer is None:
                             name = part_name(stream, len(state.parts), plan.extension)
                             writer = await asyncio.to_thread(
@@ -595,16 +636,24 @@ async def run_stream(
                             )
                             first_key = oc.item.key
                         counters.exported += 1
+                        if oc.lease is not None:
+                            batch_leases.append(oc.lease)
+                            oc.lease = None
                         if writer.add(record, oc.line):
                             await wait_for_write()
                             busy = True
                             write_task = asyncio.ensure_future(
                                 asyncio.to_thread(writer.write_batch, writer.take_batch())
                             )
+                            release_when_written(write_task)
+                        elif batch_leases:
+                            batch_leases[-1].park()
                         if writer.records >= plan.records_per_part:
                             await finish_part()
                         if limit is not None and counters.exported >= limit:
                             break
+                    if oc.lease is not None:  # not handed to the writer
+                        oc.lease.release()
                     if on_update is not None:
                         on_update(counters, False)
         if writer is not None:
@@ -619,6 +668,9 @@ async def run_stream(
             busy = False
         if writer is not None and not busy:
             writer.abort()
+        release(batch_leases)
+        if seen is not None:
+            seen.close()
         errors_fh.close()
     if on_update is not None:
         on_update(counters, True)

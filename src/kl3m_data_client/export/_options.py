@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._keys import normalize_key_prefix, validate_dataset_id
 from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT
@@ -42,6 +43,7 @@ FINGERPRINT_FIELDS = (
 PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {
     "max_concurrency",
     "outage_timeout",
+    "memory_budget",
 }
 
 
@@ -105,6 +107,8 @@ class ExportPlan:
     max_concurrency: int
     #: Seconds a systemic failure (outage) is waited for before the export stops.
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
+    #: bytes the documents in flight and the records not yet written may hold (all workers)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @property
     def record_filter(self) -> RecordFilter:
@@ -188,6 +192,7 @@ def make_plan(
     workers: int = 1,
     default_concurrency: int = 64,
     outage_timeout: float | None = None,
+    memory_budget: int | str | None = None,
 ) -> ExportPlan:
     """Validate export options (raises InvalidInputError naming the bad one)."""
     validate_dataset_id(dataset_id)
@@ -258,6 +263,12 @@ def make_plan(
         or not 0 <= outage < float("inf")
     ):
         raise InvalidInputError(f"outage_timeout must be seconds >= 0, got {outage_timeout!r}")
+    if isinstance(memory_budget, str):
+        try:
+            memory_budget = parse_size(memory_budget)
+        except ValueError as exc:
+            raise InvalidInputError(f"memory_budget: {exc}") from exc
+    budget = _opt_int("memory_budget", memory_budget, 1) or DEFAULT_MEMORY_BUDGET
     if n_workers > 1 and deduplicate:
         raise InvalidInputError(
             "deduplicate needs workers=1 (duplicates can fall into different worker shards)"
@@ -285,4 +296,5 @@ def make_plan(
         workers=n_workers,
         max_concurrency=conc,
         outage_timeout=float(outage),
+        memory_budget=budget,
     )

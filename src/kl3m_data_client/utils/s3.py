@@ -396,7 +396,9 @@ def decompress_content(content: str | bytes, binary: bool = False) -> str | byte
         try:
             content = content.decode("ascii", errors="strict")
         except UnicodeDecodeError as exc:
-            raise CorruptObjectError("<content>", "neither gzip nor base64 text") from exc
+            raise CorruptObjectError(
+                "<content>", f"neither gzip nor base64 (not ASCII): {exc}"
+            ) from exc
     return decode_content_field(content, "<content>", mime_type=mime)
 
 
