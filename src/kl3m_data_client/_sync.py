@@ -372,16 +372,22 @@ class KL3MClient:
         A ``progress`` callback runs in the calling thread, never on the event loop: a slow
         callback does not slow the export (it gets the latest snapshot; the final one, with
         ``done=True``, is always delivered). An exception raised by the callback stops the
-        export (the destination stays resumable) and is raised from this call.
+        export (the destination stays resumable) and is raised from this call; so does an
+        interrupt (KeyboardInterrupt) in the calling thread.
         """
         progress = options.pop("progress", None)
         client = self.async_client
-        if progress is None:
-            return self._call(client.export, dataset_id, destination, **options)
+        # also without a callback: an interrupt (Ctrl-C) here cancels the export and waits
         return self._call_relaying(
-            lambda relay: client.export(dataset_id, destination, progress=relay, **options),
-            progress,
+            lambda relay: client.export(
+                dataset_id, destination, progress=None if progress is None else relay, **options
+            ),
+            progress or _ignore,
         )
+
+
+def _ignore(_: object) -> None:
+    """A callback that does nothing."""
 
 
 class Document(DocumentBase):
