@@ -417,12 +417,23 @@ def test_closing_a_blocking_iterator_waits_for_the_sources_cleanup() -> None:
         assert portal.call(lambda: len(asyncio.all_tasks())) == baseline
 
 
-def test_closing_early_cancels_the_listing_look_ahead(kl3m_bucket: Any) -> None:
+@pytest.fixture(scope="module")
+def big_bucket(kl3m_server: Any) -> Iterator[Any]:
+    """2,100 tiny objects in dataset ``big``: three listing pages, more than a buffer."""
+    bucket = kl3m_server.create_bucket(
+        objects={f"documents/big/{i:05d}.json": b"{}" for i in range(2100)}
+    )
+    try:
+        yield bucket
+    finally:
+        bucket.close()
+
+
+def test_closing_early_cancels_the_listing_look_ahead(big_bucket: Any) -> None:
     """The next listing page is requested while the first is consumed; closing the iterator
     cancels that request and awaits it before close() returns: nothing is left running."""
     from kl3m_data_client.testing._faults import Fault, FaultPlan, RequestInfo, run_fault_proxy
 
-    kl3m_bucket.put_objects({f"documents/big/{i:05d}.json": b"{}" for i in range(1001)})
     look_ahead = threading.Event()
 
     def continued(info: RequestInfo) -> bool:
@@ -432,8 +443,8 @@ def test_closing_early_cancels_the_listing_look_ahead(kl3m_bucket: Any) -> None:
         return False
 
     plan = FaultPlan(rate=1.0, kinds={Fault.STALL}, select=continued, stall_seconds=120)
-    with run_fault_proxy(kl3m_bucket.endpoint_url, plan) as proxy:
-        kw = {**kl3m_bucket.client_kwargs(), "endpoint_url": proxy.endpoint_url}
+    with run_fault_proxy(big_bucket.endpoint_url, plan) as proxy:
+        kw = {**big_bucket.client_kwargs(), "endpoint_url": proxy.endpoint_url}
         with KL3MClient(**kw, read_timeout=300) as client:
             portal = client._get_runner().portal
 
@@ -448,6 +459,24 @@ def test_closing_early_cancels_the_listing_look_ahead(kl3m_bucket: Any) -> None:
             assert tasks() == baseline
             assert proxy.fired[Fault.STALL] == 1
             assert client.list_documents("big", limit=3) == ["00000", "00001", "00002"]
+
+
+def test_close_while_an_iterator_waits_on_a_full_buffer(big_bucket: Any) -> None:
+    """An explicit close() must not wait for a producer that nobody will ever drain."""
+    from kl3m_data_client import ClientClosedError
+
+    client = KL3MClient(**big_bucket.client_kwargs())
+    ids = client.iter_documents("big")
+    assert next(ids) == "00000"
+    receive = ids.gi_frame.f_locals["receive"]  # type: ignore[attr-defined]
+    for _ in range(600):  # until the producer is blocked on the full buffer (2,100 > 1,024)
+        if receive.statistics().tasks_waiting_send:
+            break
+        threading.Event().wait(0.05)
+    assert receive.statistics().tasks_waiting_send == 1
+    client.close()  # returned: the producer was cancelled
+    with pytest.raises(ClientClosedError):
+        list(ids)  # (the ids already handed over to this thread come first)
 
 
 # -- user callbacks never run on the loop thread (issue 12) --------------------------------------

@@ -8,7 +8,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -101,6 +101,10 @@ class _Runner:
         try:
             self.portal.call(self.client.aclose)
         finally:
+            # cancel what still runs (an iterator's producer blocked on a full buffer would
+            # otherwise keep the loop, and this call, waiting forever)
+            with suppress(RuntimeError):
+                self.portal.call(self.portal.stop, True)
             self._cm.__exit__(None, None, None)
 
 
