@@ -525,3 +525,60 @@ def test_export_callback_exception_stops_the_export_and_is_raised(
     clean = client.export(dataset, tmp_path / "clean", format="jsonl", compression="none")
     assert resumed.errors == clean.errors == 0
     assert _jsonl_lines(resumed) == _jsonl_lines(clean) and resumed.exported == clean.exported
+
+
+def test_relayed_callback_never_stalls_the_loop_and_gets_the_latest() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    from kl3m_data_client._bridge import call_relaying
+
+    started = threading.Event()
+    finished = threading.Event()
+    calls: list[tuple[int, int]] = []
+
+    async def work(relay: Any) -> str:
+        relay(0)
+        await asyncio.to_thread(started.wait, 60)  # the callback runs now (off the loop)
+        for i in range(1, 100):
+            relay(i)
+            await asyncio.sleep(0)
+        finished.set()
+        return "result"
+
+    def slow_callback(i: int) -> None:
+        started.set()
+        calls.append((threading.get_ident(), i))
+        if len(calls) == 1:
+            # blocked here, the coroutine still runs to its end on the loop
+            assert finished.wait(60)
+
+    with start_blocking_portal("asyncio") as portal:
+        loop_thread = portal.call(threading.get_ident)
+        assert call_relaying(portal, work, slow_callback) == "result"
+    assert [i for _, i in calls] == [0, 99]  # the rest coalesced into the latest
+    assert {t for t, _ in calls} == {threading.get_ident()} != {loop_thread}
+
+
+def test_relayed_callback_exception_cancels_the_work_and_is_raised() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    from kl3m_data_client._bridge import call_relaying
+
+    events: list[str] = []
+
+    async def work(relay: Any) -> None:
+        try:
+            relay("first")
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            events.append("cancelled")
+
+    def failing(_: str) -> None:
+        raise LookupError("raised by the callback")
+
+    with start_blocking_portal("asyncio") as portal:
+        baseline = portal.call(lambda: len(asyncio.all_tasks()))
+        with pytest.raises(LookupError, match="raised by the callback"):
+            call_relaying(portal, work, failing)
+        assert events == ["cancelled"]  # the work ended before the exception reached us
+        assert portal.call(lambda: len(asyncio.all_tasks())) == baseline
