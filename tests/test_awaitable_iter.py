@@ -97,3 +97,40 @@ async def test_break_lets_the_listing_close(
             break
         await asyncio.sleep(0)
     assert source() is None
+
+
+async def test_in_thread_closes_what_a_cancelled_caller_would_leak(tmp_path: Any) -> None:
+    """Cancelled while a thread opens a file (an export stopped by its progress callback or
+    Ctrl-C): the file is closed when the thread returns, not leaked."""
+    import threading
+
+    from kl3m_data_client._stream import in_thread
+
+    started, release = threading.Event(), threading.Event()
+    opened: list[Any] = []
+    discarded = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_open() -> Any:
+        fh = open(tmp_path / "errors.jsonl", "ab")  # noqa: SIM115
+        opened.append(fh)
+        started.set()
+        release.wait(60)
+        return fh
+
+    def discard(fh: Any) -> None:
+        fh.close()
+        loop.call_soon(discarded.set)
+
+    task = asyncio.ensure_future(in_thread(slow_open, discard=discard))
+    assert await asyncio.to_thread(started.wait, 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await asyncio.wait_for(discarded.wait(), 60)
+    assert opened[0].closed
+    # not cancelled: the result is returned as is
+    fh = await in_thread(open, tmp_path / "other", "ab", discard=discard)
+    assert not fh.closed
+    fh.close()

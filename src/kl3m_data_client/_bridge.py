@@ -170,8 +170,8 @@ def iterate_in_portal(
                     batch = portal.call(_receive_batch, receive)
                 except anyio.EndOfStream:
                     break
-                except RuntimeError:
-                    if host.closed:
+                except (RuntimeError, concurrent.futures.CancelledError):
+                    if host.closed:  # the portal stopped, or its stop cancelled this call
                         raise ClientClosedError("the client was closed during iteration") from None
                     raise
                 yield from batch

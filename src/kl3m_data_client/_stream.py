@@ -34,6 +34,23 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, seconds)
 
 
+async def in_thread(fn: Callable[..., R], *args: Any, discard: Callable[[R], object]) -> R:
+    """``await asyncio.to_thread(fn, *args)`` for a ``fn`` that returns a resource (an open
+    file, a part writer): if the caller is cancelled while the thread runs, the resource it
+    returns is passed to ``discard`` (close it) instead of being leaked."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+
+        def drop(done: asyncio.Future[R]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                discard(done.result())
+
+        task.add_done_callback(drop)
+        raise
+
+
 async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
     for item in items:
         yield item

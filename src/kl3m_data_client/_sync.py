@@ -8,6 +8,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import AbstractContextManager, contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -193,7 +194,12 @@ class KL3MClient:
 
     def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         runner = self._get_runner()
-        result: T = runner.portal.call(lambda: fn(*args, **kwargs))
+        try:
+            result: T = runner.portal.call(lambda: fn(*args, **kwargs))
+        except (RuntimeError, CancelledError):
+            if runner.closed:  # close() from another thread stopped the loop under this call
+                raise ClientClosedError("the client was closed during the call") from None
+            raise
         return result
 
     def _iterate(
