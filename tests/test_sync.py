@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,6 +283,9 @@ def test_no_resource_warning_closed_or_forgotten(kl3m_corpus_bucket: Any) -> Non
         c2.list_datasets()
         del c2
         gc.collect()
+        # a forgotten client whose iterator is still open at exit: closed at exit, no hang
+        left_open = KL3MClient(**kw).iter_documents({gen.dataset_id!r})
+        next(left_open)
         print("done")
         """
     )
@@ -292,3 +298,287 @@ def test_no_resource_warning_closed_or_forgotten(kl3m_corpus_bucket: Any) -> Non
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "done"
     assert "Unclosed" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+
+
+# -- iterators outlive their client (issue 15) ---------------------------------------------------
+def _loop_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "kl3m-data-client" and t.is_alive())
+
+
+def test_iterators_keep_their_client_alive(kl3m_corpus_bucket: Any) -> None:
+    kw = kl3m_corpus_bucket.client_kwargs()
+    corpus = kl3m_corpus_bucket.corpus
+    dataset = corpus.documents[0].dataset_id
+    with KL3MClient(**kw) as reference:
+        ids = reference.list_documents(dataset)
+        keys = list(reference.iter_prefix(f"documents/{dataset}/"))
+        records = list(reference.iter_jsonl_export(dataset, max_documents=3))
+    assert len(ids) > 2 and len(records) == 3
+    baseline = _loop_threads()
+
+    # the reference's one-liner: the client is garbage as soon as the call returns
+    assert list(KL3MClient(**kw).iter_documents(dataset, limit=2)) == ids[:2]
+    gc.collect()
+    assert _loop_threads() == baseline  # ... and its loop stopped once the iterator ended
+
+    def documents() -> Iterator[str]:
+        client = KL3MClient(**kw)
+        return client.iter_documents(dataset)
+
+    def prefix() -> Iterator[str]:
+        return KL3MClient(**kw).iter_prefix(f"documents/{dataset}/")
+
+    def objects() -> Iterator[Any]:
+        return KL3MClient(**kw).iter_objects(f"documents/{dataset}/")
+
+    def export_records() -> Iterator[dict[str, Any]]:
+        return KL3MClient(**kw).iter_jsonl_export(dataset, max_documents=3)
+
+    cases: list[tuple[Any, list[Any]]] = [
+        (documents, ids),
+        (prefix, keys),
+        (lambda: (o.key for o in objects()), keys),
+        (export_records, records),
+    ]
+    for make, expected in cases:
+        it = make()
+        gc.collect()  # the client is unreachable except through the iterator
+        first = next(it)
+        gc.collect()
+        assert [first, *it] == expected
+        del it
+        gc.collect()
+        assert _loop_threads() == baseline
+
+
+def test_iterator_in_a_collected_cycle_with_its_client(kl3m_corpus_bucket: Any) -> None:
+    """gc calls the client's finalizer before it closes the iterator: the loop must wait."""
+    kw = kl3m_corpus_bucket.client_kwargs()
+    dataset = kl3m_corpus_bucket.corpus.documents[0].dataset_id
+    baseline = _loop_threads()
+
+    class Pipeline:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle: only the cyclic gc frees it
+            self.client = KL3MClient(**kw)
+            self.ids = self.client.iter_documents(dataset)
+
+    pipeline = Pipeline()
+    assert next(pipeline.ids)
+    portal = pipeline.client._get_runner().portal
+    del pipeline
+    gc.collect()
+    assert _loop_threads() == baseline  # closed after the iterator was, without an error
+    with pytest.raises(RuntimeError, match="not running"):
+        portal.call(lambda: None)
+
+
+def test_iterating_after_close_raises_client_closed(
+    client: KL3MClient, kl3m_corpus_bucket: Any
+) -> None:
+    from kl3m_data_client import ClientClosedError
+
+    dataset = kl3m_corpus_bucket.corpus.documents[0].dataset_id
+    it = client.iter_documents(dataset)
+    assert next(it)
+    client.close()
+    with pytest.raises(ClientClosedError):
+        list(it)
+    with pytest.raises(ClientClosedError):
+        list(client.iter_documents(dataset))
+
+
+# -- closing early lets the async source clean up (issue 12) ------------------------------------
+def test_closing_a_blocking_iterator_waits_for_the_sources_cleanup() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    from kl3m_data_client._bridge import iterate_in_portal
+
+    events: list[str] = []
+
+    async def source() -> Any:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            events.append("closing")
+            await asyncio.sleep(0)  # a cancelled teardown would be cut short here
+            await asyncio.sleep(0)
+            events.append("closed")
+
+    with start_blocking_portal("asyncio") as portal:
+        baseline = portal.call(lambda: len(asyncio.all_tasks()))
+        it = iterate_in_portal(portal, source, buffer=4)
+        assert [next(it), next(it)] == [0, 1]
+        it.close()
+        assert events == ["closing", "closed"]
+        assert portal.call(lambda: len(asyncio.all_tasks())) == baseline
+
+
+@pytest.fixture(scope="module")
+def big_bucket(kl3m_server: Any) -> Iterator[Any]:
+    """2,100 tiny objects in dataset ``big``: three listing pages, more than a buffer."""
+    bucket = kl3m_server.create_bucket(
+        objects={f"documents/big/{i:05d}.json": b"{}" for i in range(2100)}
+    )
+    try:
+        yield bucket
+    finally:
+        bucket.close()
+
+
+def test_closing_early_cancels_the_listing_look_ahead(big_bucket: Any) -> None:
+    """The next listing page is requested while the first is consumed; closing the iterator
+    cancels that request and awaits it before close() returns: nothing is left running."""
+    from kl3m_data_client.testing._faults import Fault, FaultPlan, RequestInfo, run_fault_proxy
+
+    look_ahead = threading.Event()
+
+    def continued(info: RequestInfo) -> bool:
+        if "continuation-token" in info.query:
+            look_ahead.set()
+            return True
+        return False
+
+    plan = FaultPlan(rate=1.0, kinds={Fault.STALL}, select=continued, stall_seconds=120)
+    with run_fault_proxy(big_bucket.endpoint_url, plan) as proxy:
+        kw = {**big_bucket.client_kwargs(), "endpoint_url": proxy.endpoint_url}
+        with KL3MClient(**kw, read_timeout=300) as client:
+            portal = client._get_runner().portal
+
+            def tasks() -> int:
+                return portal.call(lambda: len(asyncio.all_tasks()))
+
+            baseline = tasks()
+            ids = client.iter_documents("big")
+            assert next(ids) == "00000"
+            assert look_ahead.wait(60)  # the second page is in flight (and stalls)
+            ids.close()
+            assert tasks() == baseline
+            assert proxy.fired[Fault.STALL] == 1
+            assert client.list_documents("big", limit=3) == ["00000", "00001", "00002"]
+
+
+def test_close_while_an_iterator_waits_on_a_full_buffer(big_bucket: Any) -> None:
+    """An explicit close() must not wait for a producer that nobody will ever drain."""
+    from kl3m_data_client import ClientClosedError
+
+    client = KL3MClient(**big_bucket.client_kwargs())
+    ids = client.iter_documents("big")
+    assert next(ids) == "00000"
+    receive = ids.gi_frame.f_locals["receive"]  # type: ignore[attr-defined]
+    for _ in range(600):  # until the producer is blocked on the full buffer (2,100 > 1,024)
+        if receive.statistics().tasks_waiting_send:
+            break
+        threading.Event().wait(0.05)
+    assert receive.statistics().tasks_waiting_send == 1
+    client.close()  # returned: the producer was cancelled
+    with pytest.raises(ClientClosedError):
+        list(ids)  # (the ids already handed over to this thread come first)
+
+
+# -- user callbacks never run on the loop thread (issue 12) --------------------------------------
+def _jsonl_lines(report: Any) -> list[bytes]:
+    return [line for p in report.parts for line in Path(p.path).read_bytes().splitlines()]
+
+
+def test_export_progress_runs_in_the_calling_thread(
+    client: KL3MClient, kl3m_corpus_bucket: Any, tmp_path: Path
+) -> None:
+    dataset = kl3m_corpus_bucket.corpus.documents[0].dataset_id
+    loop_thread = client._get_runner().portal.call(threading.get_ident)
+    me = threading.get_ident()
+    assert loop_thread != me
+    calls: list[tuple[int, Any]] = []
+
+    def progress(snapshot: Any) -> None:
+        calls.append((threading.get_ident(), snapshot))
+        if len(calls) == 1:
+            # a blocking call from inside the callback: impossible on the loop thread
+            assert dataset in client.list_datasets()
+
+    report = client.export(dataset, tmp_path / "out", format="jsonl", progress=progress)
+    assert report.exported > 0
+    assert calls and {ident for ident, _ in calls} == {me}
+    last = calls[-1][1]
+    assert last.done and last.exported == report.exported
+
+
+def test_export_callback_exception_stops_the_export_and_is_raised(
+    client: KL3MClient, kl3m_corpus_bucket: Any, tmp_path: Path
+) -> None:
+    dataset = kl3m_corpus_bucket.corpus.documents[0].dataset_id
+
+    class StopNow(Exception):
+        pass
+
+    def progress(snapshot: Any) -> None:
+        raise StopNow("from the callback")
+
+    dest = tmp_path / "out"
+    with pytest.raises(StopNow, match="from the callback"):
+        client.export(dataset, dest, format="jsonl", compression="none", progress=progress)
+    # the loop is fine, and a rerun resumes to the same output as a clean run
+    resumed = client.export(dataset, dest, format="jsonl", compression="none")
+    clean = client.export(dataset, tmp_path / "clean", format="jsonl", compression="none")
+    assert resumed.errors == clean.errors == 0
+    assert _jsonl_lines(resumed) == _jsonl_lines(clean) and resumed.exported == clean.exported
+
+
+def test_relayed_callback_never_stalls_the_loop_and_gets_the_latest() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    from kl3m_data_client._bridge import call_relaying
+
+    started = threading.Event()
+    finished = threading.Event()
+    calls: list[tuple[int, int]] = []
+
+    async def work(relay: Any) -> str:
+        relay(0)
+        await asyncio.to_thread(started.wait, 60)  # the callback runs now (off the loop)
+        for i in range(1, 100):
+            relay(i)
+            await asyncio.sleep(0)
+        finished.set()
+        return "result"
+
+    def slow_callback(i: int) -> None:
+        started.set()
+        calls.append((threading.get_ident(), i))
+        if len(calls) == 1:
+            # blocked here, the coroutine still runs to its end on the loop
+            assert finished.wait(60)
+
+    with start_blocking_portal("asyncio") as portal:
+        loop_thread = portal.call(threading.get_ident)
+        assert call_relaying(portal, work, slow_callback) == "result"
+    assert [i for _, i in calls] == [0, 99]  # the rest coalesced into the latest
+    assert {t for t, _ in calls} == {threading.get_ident()} != {loop_thread}
+
+
+def test_relayed_callback_exception_cancels_the_work_and_is_raised() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    from kl3m_data_client._bridge import call_relaying
+
+    events: list[str] = []
+
+    async def work(relay: Any) -> None:
+        try:
+            relay("first")
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            events.append("cancelled")
+
+    def failing(_: str) -> None:
+        raise LookupError("raised by the callback")
+
+    with start_blocking_portal("asyncio") as portal:
+        baseline = portal.call(lambda: len(asyncio.all_tasks()))
+        with pytest.raises(LookupError, match="raised by the callback"):
+            call_relaying(portal, work, failing)
+        assert events == ["cancelled"]  # the work ended before the exception reached us
+        assert portal.call(lambda: len(asyncio.all_tasks())) == baseline

@@ -1,22 +1,99 @@
-"""Drive an async iterator from a blocking thread through an anyio portal, in batches."""
+"""Blocking threads <-> the event loop thread of a blocking client (an anyio portal).
+
+* :func:`iterate_in_portal` drives an async iterator from a blocking thread, in batches;
+  closing it early cancels the producer and waits until the source has finished its cleanup
+  (shielded, so the cancellation cannot cut it short).
+* :func:`call_relaying` runs a coroutine on the loop while calls of a user callback are
+  relayed to the calling thread, so user code never runs on (or stalls) the loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+import concurrent.futures
+import queue
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from kl3m_data_client._errors import ClientClosedError
+from kl3m_data_client._stream import aclose
+
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 #: After the first item of a batch, wait up to this long for more (fewer thread hops).
 LINGER_SECONDS = 0.004
 #: Largest batch handed over per thread hop.
 MAX_BATCH = 1024
+#: Upper bound of the shielded clean-up of a closed source (closing a listing takes ms).
+CLEANUP_SECONDS = 30.0
+
+
+class Host(Protocol):
+    """What the bridge needs of a blocking client's loop runner."""
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The portal of the loop thread."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the loop was stopped (explicit close)."""
+
+    def in_use(self) -> AbstractContextManager[None]:
+        """Held while an iterator runs: the loop is not stopped by a finalizer meanwhile."""
+
+
+class _PortalOnly:
+    """A :class:`Host` for a bare portal whose owner keeps it running during the iteration."""
+
+    def __init__(self, portal: BlockingPortal) -> None:
+        self.portal = portal
+        self.closed = False
+
+    def in_use(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class _Stopper:
+    """Cancels a task running on the loop, even before it has started (loop thread only)."""
+
+    def __init__(self) -> None:
+        self.scope: anyio.CancelScope | None = None
+        self.requested = False
+
+    def enter(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+        if self.requested:
+            scope.cancel()
+
+    def stop(self) -> None:
+        self.requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+def _stop_and_wait(portal: BlockingPortal, stopper: _Stopper, future: Any) -> bool:
+    """Cancel the task of ``future`` and wait until it has returned (its clean-up done).
+
+    False if the loop cannot be reached: it was stopped (its tasks went with it), or this
+    runs on the loop thread itself (a garbage collection there), where waiting would hang.
+    """
+    if future.done():
+        return True
+    try:
+        portal.call(stopper.stop)
+    except RuntimeError:
+        future.cancel()
+        return False
+    concurrent.futures.wait([future])
+    return True
 
 
 def _drain(receive: MemoryObjectReceiveStream[T], batch: list[T]) -> bool:
@@ -45,44 +122,113 @@ async def _receive_batch(receive: MemoryObjectReceiveStream[T]) -> list[T]:
 
 
 def iterate_in_portal(
-    portal: BlockingPortal, make: Callable[[], AsyncIterator[T]], buffer: int
+    host: Host | BlockingPortal,
+    make: Callable[[], AsyncIterator[T]],
+    buffer: int,
+    *,
+    owner: object = None,
 ) -> Iterator[T]:
-    """Yield the items of ``make()`` run on ``portal``'s loop.
+    """Yield the items of ``make()`` run on the loop of ``host`` (or of a bare portal).
 
     A producer task feeds a bounded memory stream (backpressure); the consumer takes every
-    buffered item per thread hop. Abandoning the iterator cancels the producer, which closes
-    the async iterator and whatever it holds.
+    buffered item per thread hop. ``owner`` (the blocking client) stays referenced until the
+    iterator is exhausted or closed, and ``host.in_use()`` is held while it runs, so the
+    client's finalizer cannot stop the loop under it. Closing or abandoning the iterator
+    cancels the producer and waits for it: the source is closed under a shielded scope, so
+    its own clean-up (a look-ahead request cancelled and awaited, its connection released)
+    completes before ``close()`` returns.
     """
-    send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=buffer)
+    if isinstance(host, BlockingPortal):
+        host = _PortalOnly(host)
+    with host.in_use():  # ``owner`` stays referenced by this frame until it ends
+        portal = host.portal
+        send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=buffer)
+        stopper = _Stopper()
 
-    async def produce() -> None:
-        source = make()
+        async def produce() -> None:
+            with anyio.CancelScope() as scope:
+                stopper.enter(scope)
+                source = make()
+                try:
+                    async with send:
+                        async for item in source:
+                            # send() yields to the loop before every item (an anyio
+                            # checkpoint: an extra loop cycle, ~50 us); only wait when the
+                            # buffer is full
+                            try:
+                                send.send_nowait(item)
+                            except anyio.WouldBlock:
+                                await send.send(item)
+                finally:
+                    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+                        await aclose(source)
+
+        future = portal.start_task_soon(produce)
         try:
-            async with send:
-                async for item in source:
-                    # send() yields to the loop before every item (an anyio checkpoint: an
-                    # extra loop cycle, ~50 us); only wait when the buffer is full
-                    try:
-                        send.send_nowait(item)
-                    except anyio.WouldBlock:
-                        await send.send(item)
+            while True:
+                try:
+                    batch = portal.call(_receive_batch, receive)
+                except anyio.EndOfStream:
+                    break
+                except (RuntimeError, concurrent.futures.CancelledError):
+                    if host.closed:  # the portal stopped, or its stop cancelled this call
+                        raise ClientClosedError("the client was closed during iteration") from None
+                    raise
+                yield from batch
+            future.result()
         finally:
-            await source.aclose()  # type: ignore[attr-defined]
+            if host.closed or not _stop_and_wait(portal, stopper, future):
+                receive.close()  # the loop is out of reach: close the streams from here
+                send.close()
+            else:
+                portal.call(receive.aclose)
 
-    future = portal.start_task_soon(produce)
+
+_DONE: Any = object()
+
+
+def call_relaying(
+    portal: BlockingPortal,
+    make: Callable[[Callable[[A], None]], Coroutine[Any, Any, T]],
+    callback: Callable[[A], Any],
+) -> T:
+    """``make(relay)`` run on ``portal``'s loop; each ``relay(x)`` calls ``callback(x)`` in
+    the calling thread.
+
+    The loop only queues the argument (it never waits for the callback). When the callback is
+    slower than the calls, queued arguments are coalesced: the callback gets the latest one
+    (suited to progress snapshots; the last one is always delivered, before the result is
+    returned). If the callback raises (or this thread is interrupted), the coroutine is
+    cancelled, its clean-up awaited, and the callback's exception is raised here.
+    """
+    mailbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stopper = _Stopper()
+    result: list[T] = []
+
+    async def run() -> None:
+        with anyio.CancelScope() as scope:
+            stopper.enter(scope)
+            result.append(await make(mailbox.put))
+
+    future = portal.start_task_soon(run)
+    future.add_done_callback(lambda _: mailbox.put(_DONE))
     try:
         while True:
-            try:
-                batch = portal.call(_receive_batch, receive)
-            except anyio.EndOfStream:
+            items = [mailbox.get()]
+            while True:  # coalesce whatever else is queued
+                try:
+                    items.append(mailbox.get_nowait())
+                except queue.Empty:
+                    break
+            done = items[-1] is _DONE  # always the last message
+            if done:
+                items.pop()
+            if items:
+                callback(items[-1])
+            if done:
                 break
-            yield from batch
-        future.result()
-    finally:
-        if not future.done():
-            future.cancel()
-        try:
-            portal.call(receive.aclose)
-        except RuntimeError:  # the portal already stopped: nothing runs on its loop any more
-            receive.close()
-            send.close()
+    except BaseException:
+        _stop_and_wait(portal, stopper, future)
+        raise
+    future.result()  # the coroutine's exception, if any
+    return result[0]

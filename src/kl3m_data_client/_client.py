@@ -28,7 +28,12 @@ from kl3m_data_client._keys import (
     validate_dataset_id,
     validate_document_id,
 )
-from kl3m_data_client._stream import aclose, aiter_items, closing
+from kl3m_data_client._stream import (
+    AwaitableIterator,
+    aclose,
+    aiter_items,
+    closing,
+)
 from kl3m_data_client.models.common import DATA_STAGES, DatasetStatus, Stage
 from kl3m_data_client.models.stage import DatasetIndex
 
@@ -157,18 +162,30 @@ class AsyncKL3MClient:
         logger.log(logging.INFO if self.config.verbose else logging.DEBUG, message, *args)
 
     # -- listing ---------------------------------------------------------------------------
-    async def iter_objects(
+    def iter_objects(
         self, prefix: str, *, start_after: str | None = None
+    ) -> AwaitableIterator[ObjectInfo]:
+        """Stream the objects under ``prefix`` (key, size, etag, last modified), page by page.
+
+        Like every ``iter_*`` method, the result is an async iterator that can also be
+        awaited for the whole list (``infos = await client.iter_objects(prefix)``).
+        """
+        return AwaitableIterator(self._iter_objects(prefix, start_after))
+
+    async def _iter_objects(
+        self, prefix: str, start_after: str | None
     ) -> AsyncIterator[ObjectInfo]:
-        """Stream the objects under ``prefix`` (key, size, etag, last modified), page by page."""
         async with closing(self.store.list_pages(prefix, start_after=start_after)) as pages:
             async for page in pages:
                 for info in page.objects:
                     yield info
 
-    async def iter_prefix(self, prefix: str) -> AsyncIterator[str]:
-        """Stream the keys under ``prefix``."""
-        async with closing(self.iter_objects(prefix)) as infos:
+    def iter_prefix(self, prefix: str) -> AwaitableIterator[str]:
+        """Stream the keys under ``prefix`` (or ``await`` it for the list)."""
+        return AwaitableIterator(self._iter_prefix(prefix))
+
+    async def _iter_prefix(self, prefix: str) -> AsyncIterator[str]:
+        async with closing(self._iter_objects(prefix, None)) as infos:
             async for info in infos:
                 yield info.key
 
@@ -230,7 +247,7 @@ class AsyncKL3MClient:
                     break
         return False
 
-    async def iter_documents(
+    def iter_documents(
         self,
         dataset_id: str,
         stage: Stage | str = Stage.DOCUMENTS,
@@ -238,8 +255,26 @@ class AsyncKL3MClient:
         limit: int | None = None,
         *,
         start_after: str | None = None,
+    ) -> AwaitableIterator[str]:
+        """Stream the document ids of a dataset in ``stage`` (listing order).
+
+        ``async for doc_id in client.iter_documents(...)`` streams them;
+        ``ids = await client.iter_documents(...)`` gives the list. A listed key whose id is
+        unsafe (``..`` or empty segments, a leading ``/``, NUL or control characters) is
+        logged as a WARNING on the ``kl3m_data_client`` logger and skipped.
+        """
+        return AwaitableIterator(
+            self._iter_documents(dataset_id, stage, key_prefix, limit, start_after)
+        )
+
+    async def _iter_documents(
+        self,
+        dataset_id: str,
+        stage: Stage | str,
+        key_prefix: str | None,
+        limit: int | None,
+        start_after: str | None,
     ) -> AsyncIterator[str]:
-        """Stream the document ids of a dataset in ``stage`` (listing order)."""
         stage = Stage.coerce(stage)
         if stage not in DATA_STAGES:
             raise InvalidInputError(f"stage {stage.value!r} holds no documents")
@@ -266,10 +301,15 @@ class AsyncKL3MClient:
             return
         prefix = stage_prefix(stage, dataset_id, key_prefix)
         count = 0
-        async with closing(self.iter_objects(prefix, start_after=start_after)) as infos:
+        async with closing(self._iter_objects(prefix, start_after)) as infos:
             async for info in infos:
                 doc_id = document_id_from_key(info.key, dataset_id)
                 if not doc_id:
+                    continue
+                try:
+                    validate_document_id(doc_id)
+                except InvalidInputError as exc:
+                    logger.warning("skipping listed key %r: unsafe document id (%s)", info.key, exc)
                     continue
                 yield doc_id, info.size
                 count += 1
@@ -284,7 +324,7 @@ class AsyncKL3MClient:
         limit: int | None = None,
     ) -> list[str]:
         """All document ids of a dataset (loads them in memory; prefer :meth:`iter_documents`)."""
-        return [d async for d in self.iter_documents(dataset_id, stage, key_prefix, limit)]
+        return await self.iter_documents(dataset_id, stage, key_prefix, limit)
 
     async def get_dataset_index(
         self, dataset_id: str, key_prefix: str | None = None
@@ -489,14 +529,16 @@ class AsyncKL3MClient:
         key_prefix: str | None = None,
         max_documents: int | None = None,
         **options: Any,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AwaitableIterator[dict[str, Any]]:
         """Stream export records (``id``, ``identifier``, ``dataset``, ``mime_type``,
-        ``tokens`` or ``text``) in listing order; see :mod:`kl3m_data_client.export`."""
+        ``tokens`` or ``text``) in listing order (or ``await`` it for the list); see
+        :mod:`kl3m_data_client.export`."""
         from kl3m_data_client.export import iter_export_records
 
-        return iter_export_records(
+        records = iter_export_records(
             self, dataset_id, source_stage, key_prefix, max_documents, **options
         )
+        return AwaitableIterator(records)
 
     async def export(
         self, dataset_id: str, destination: str | os.PathLike[str], **options: Any

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client.models.common import DATA_STAGES, Stage
 
 _STAGE_VALUES = tuple(s.value for s in DATA_STAGES)
+#: C0 controls (NUL, ESC, newlines, ...), DEL and C1 controls: never part of a safe id.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_segments(kind: str, value: str) -> None:
     if "\x00" in value:
         raise InvalidInputError(f"{kind} {value!r} contains a NUL character")
+    if _CONTROL.search(value):
+        raise InvalidInputError(f"{kind} {value!r} contains a control character")
     for segment in value.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidInputError(
@@ -33,7 +39,8 @@ def validate_dataset_id(dataset_id: str) -> str:
 
 
 def validate_document_id(document_id: str) -> str:
-    """Return ``document_id`` if it is a relative path without ``.``/``..`` segments, else raise.
+    """Return ``document_id`` if it is a relative path without ``.``/``..`` segments or
+    control characters, else raise.
 
     Ids are taken literally (an id may itself end in ``.json``); see :func:`legacy_id`.
     """

@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+)
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,6 +32,23 @@ else:  # pragma: no cover - Python 3.10
     async def within(awaitable: Awaitable[R], seconds: float) -> R:
         """``await awaitable`` or raise TimeoutError after ``seconds``."""
         return await asyncio.wait_for(awaitable, seconds)
+
+
+async def in_thread(fn: Callable[..., R], *args: Any, discard: Callable[[R], object]) -> R:
+    """``await asyncio.to_thread(fn, *args)`` for a ``fn`` that returns a resource (an open
+    file, a part writer): if the caller is cancelled while the thread runs, the resource it
+    returns is passed to ``discard`` (close it) instead of being leaked."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+
+        def drop(done: asyncio.Future[R]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                discard(done.result())
+
+        task.add_done_callback(drop)
+        raise
 
 
 async def _from_sync(items: Iterable[T]) -> AsyncIterator[T]:
@@ -53,6 +77,40 @@ async def aclose(iterator: object) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()
+
+
+class AwaitableIterator(AsyncIterator[T]):
+    """An async iterator that can also be awaited for the list of all its items.
+
+    ``async for x in it`` streams; ``await it`` collects (and closes) it; ``aclose()`` closes
+    the source early. ``async for`` iterates the source itself (no per-item indirection).
+    Each item is produced once: awaiting after partial iteration gives the remaining items.
+    """
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: AsyncIterator[T]) -> None:
+        self._source = source
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._source
+
+    async def __anext__(self) -> T:
+        return await self._source.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the source (and the listing or requests it holds)."""
+        await aclose(self._source)
+
+    async def _collect(self) -> list[T]:
+        async with closing(self._source) as source:
+            return [item async for item in source]
+
+    def __await__(self) -> Generator[Any, None, list[T]]:
+        return self._collect().__await__()
+
+    def __repr__(self) -> str:
+        return f"<AwaitableIterator of {self._source!r}>"
 
 
 async def ordered_map(

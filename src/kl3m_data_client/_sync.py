@@ -3,11 +3,13 @@ forwards every call to it; no logic lives here."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from contextlib import AbstractContextManager
+from concurrent.futures import CancelledError
+from contextlib import AbstractContextManager, contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,10 +35,16 @@ T = TypeVar("T")
 # Runners inherited through fork() cannot be closed in the child (their loop thread does not
 # exist there); they are kept referenced so that no finalizer touches them.
 _ORPHANS: list[object] = []
+#: Loop runners not closed yet; the ones still running at interpreter exit are closed then.
+_LIVE: weakref.WeakSet[_Runner] = weakref.WeakSet()
 
 
 class _Runner:
-    """An event loop on a daemon thread (anyio's blocking portal) and the async client on it."""
+    """An event loop on a daemon thread (anyio's blocking portal) and the async client on it.
+
+    Iterators of the blocking client hold it ``in_use``; a client that is garbage collected
+    (:meth:`abandon`) stops the loop only once no iterator uses it any more.
+    """
 
     def __init__(self, config: ClientConfig, session: Any, s3_client: Any = None) -> None:
         from anyio.from_thread import start_blocking_portal
@@ -46,21 +54,70 @@ class _Runner:
             "asyncio", name="kl3m-data-client"
         )
         self.portal = self._cm.__enter__()
+        self.loop_thread: int = self.portal.call(threading.get_ident)
         self.client = AsyncKL3MClient(config=config, session=session)
         if s3_client is not None:  # a caller's boto3 client: used as it is (_boto3_store)
             from kl3m_data_client._boto3_store import use_boto3_client
 
             use_boto3_client(self.client, s3_client)
         self.closed = False
+        self._lock = threading.Lock()
+        self._users = 0
+        self._abandoned = False
+        _LIVE.add(self)
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Held by a running iterator: an abandoned client's loop outlives it."""
+        with self._lock:
+            if self.closed:
+                raise ClientClosedError("the client is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._abandoned and self._users == 0
+            if last:
+                self.close()
+
+    def abandon(self) -> None:
+        """The client was garbage collected: close now, or when its last iterator ends."""
+        with self._lock:
+            self._abandoned = True
+            if self._users:
+                return
+        self.close()
 
     def close(self) -> None:
+        """Close the async client and stop the loop thread (idempotent; not after fork)."""
         if self.closed or self.pid != os.getpid():
             return
-        self.closed = True
+        if threading.get_ident() == self.loop_thread:
+            # a garbage collection on the loop thread itself: it cannot stop its own loop
+            threading.Thread(target=self.close, name="kl3m-data-client-close").start()
+            return
+        with self._lock:
+            if self.closed or self.pid != os.getpid():
+                return
+            self.closed = True
+        _LIVE.discard(self)
         try:
             self.portal.call(self.client.aclose)
         finally:
+            # cancel what still runs (an iterator's producer blocked on a full buffer would
+            # otherwise keep the loop, and this call, waiting forever)
+            with suppress(RuntimeError):
+                self.portal.call(self.portal.stop, True)
             self._cm.__exit__(None, None, None)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Stop every loop thread still running (forgotten clients, iterators left open)."""
+    for runner in list(_LIVE):
+        runner.close()
 
 
 class KL3MClient:
@@ -139,7 +196,8 @@ class KL3MClient:
                     self.config, self._session if runner is None else None, self._boto3_client
                 )
                 self._runner = runner
-                self._finalizer = weakref.finalize(self, runner.close)
+                self._finalizer = weakref.finalize(self, runner.abandon)
+                self._finalizer.atexit = False  # _close_at_exit closes it, in use or not
         return runner
 
     @property
@@ -149,17 +207,36 @@ class KL3MClient:
 
     def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         runner = self._get_runner()
-        result: T = runner.portal.call(lambda: fn(*args, **kwargs))
+        try:
+            result: T = runner.portal.call(lambda: fn(*args, **kwargs))
+        except (RuntimeError, CancelledError):
+            if runner.closed:  # close() from another thread stopped the loop under this call
+                raise ClientClosedError("the client was closed during the call") from None
+            raise
         return result
 
     def _iterate(
         self, make: Callable[[AsyncKL3MClient], AsyncIterator[Any]], buffer: int = 1024
     ) -> Iterator[Any]:
-        """Drive an async iterator of the core from this thread, a batch per thread hop."""
+        """Drive an async iterator of the core from this thread, a batch per thread hop.
+
+        The iterator keeps this client (and its loop) alive until it is exhausted or closed,
+        so ``list(KL3MClient().iter_documents(...))`` works.
+        """
         from kl3m_data_client._bridge import iterate_in_portal
 
         runner = self._get_runner()
-        return iterate_in_portal(runner.portal, lambda: make(runner.client), buffer)
+        return iterate_in_portal(runner, lambda: make(runner.client), buffer, owner=self)
+
+    def _call_relaying(
+        self,
+        make: Callable[[Callable[[Any], None]], Coroutine[Any, Any, T]],
+        callback: Callable[[Any], Any],
+    ) -> T:
+        """Run ``make(relay)`` on the loop; ``callback`` runs in this thread (see _bridge)."""
+        from kl3m_data_client._bridge import call_relaying
+
+        return call_relaying(self._get_runner().portal, make, callback)
 
     def close(self) -> None:
         """Close the connections and stop the event loop thread."""
@@ -313,8 +390,27 @@ class KL3MClient:
     def export(
         self, dataset_id: str, destination: str | os.PathLike[str], **options: Any
     ) -> ExportReport:
-        """Export a dataset to JSONL or Parquet parts in ``destination`` (resumable)."""
-        return self._call(self.async_client.export, dataset_id, destination, **options)
+        """Export a dataset to JSONL or Parquet parts in ``destination`` (resumable).
+
+        A ``progress`` callback runs in the calling thread, never on the event loop: a slow
+        callback does not slow the export (it gets the latest snapshot; the final one, with
+        ``done=True``, is always delivered). An exception raised by the callback stops the
+        export (the destination stays resumable) and is raised from this call; so does an
+        interrupt (KeyboardInterrupt) in the calling thread.
+        """
+        progress = options.pop("progress", None)
+        client = self.async_client
+        # also without a callback: an interrupt (Ctrl-C) here cancels the export and waits
+        return self._call_relaying(
+            lambda relay: client.export(
+                dataset_id, destination, progress=None if progress is None else relay, **options
+            ),
+            progress or _ignore,
+        )
+
+
+def _ignore(_: object) -> None:
+    """A callback that does nothing."""
 
 
 class Document(DocumentBase):

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import base64
 import csv
-import json
 import mimetypes
 import os
 import sys
@@ -18,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from kl3m_data_client._errors import CorruptObjectError, InvalidInputError, NotFoundError
 from kl3m_data_client._stream import aclose
 from kl3m_data_client.cli._paths import path_in_directory, safe_file_name, write_atomically
-from kl3m_data_client.cli._ui import UI
+from kl3m_data_client.cli._ui import UI, escape_text, json_text
 from kl3m_data_client.models.common import DATA_STAGES, DatasetStatus, Stage
 from kl3m_data_client.models.document import (
     DocumentContent,
@@ -265,9 +264,11 @@ async def _write_ids(
     """Stream ids to ``out`` (a JSON document in --json mode): constant memory.
 
     Flushed at the first id and then at most every 0.2 s, so a pipe sees the first ids at
-    once. A progress display is shown only when the ids do not go to the terminal.
+    once. A progress display is shown only when the ids do not go to the terminal. Ids are
+    escaped on stdout (:func:`escape_text`) and written exactly to a file.
     """
     as_json = ui.json_mode
+    escape = not to_file
     show_progress = to_file or not ui.stdout_is_tty
     progress = (
         ui.progress(f"listing {args.dataset}", "ids", transient=True) if show_progress else None
@@ -277,14 +278,14 @@ async def _write_ids(
     count = 0
     if as_json:
         head = {"dataset_id": args.dataset, "stage": stage.value}
-        out.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "documents": [')
+        out.write(json_text(head)[:-1] + ', "documents": [')
     try:
         if first is not None:
-            out.write(_id_line(first, as_json, first=True))
+            out.write(_id_line(first, as_json, escape, first=True))
             out.flush()
             count = 1
             async for doc_id in ids:
-                out.write(_id_line(doc_id, as_json, first=False))
+                out.write(_id_line(doc_id, as_json, escape, first=False))
                 count += 1
                 if flush.due():
                     out.flush()
@@ -301,10 +302,10 @@ async def _write_ids(
     return count
 
 
-def _id_line(doc_id: str, as_json: bool, *, first: bool) -> str:
+def _id_line(doc_id: str, as_json: bool, escape: bool, *, first: bool) -> str:
     if as_json:
-        return ("\n  " if first else ",\n  ") + json.dumps(doc_id, ensure_ascii=False)
-    return doc_id + "\n"
+        return ("\n  " if first else ",\n  ") + json_text(doc_id)
+    return (escape_text(doc_id) if escape else doc_id) + "\n"
 
 
 # -- inspect ------------------------------------------------------------------------------------
@@ -463,7 +464,7 @@ def _inspect_output(content: DocumentContent | RepresentationContent | ParquetCo
             body["content"] = content.content
     else:
         body = {"documents": content.documents}
-    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    return json_text(body, indent=2).encode("utf-8") + b"\n"
 
 
 async def _missing_document(

@@ -4,16 +4,61 @@ JSON always goes through :func:`json.dumps` straight to ``sys.stdout`` (never th
 whose markup and wrapping would corrupt it). rich is imported only when a table or a progress
 bar is drawn; without it (the ``cli`` extra is missing) plain text is printed instead.
 Colour is used only on a terminal and never when ``NO_COLOR`` is set (rich's own rules).
+
+Text from the bucket (ids, keys, dataset names, metadata, messages) never reaches the
+terminal raw: every human-output method passes it through :func:`escape_text`, and JSON
+output escapes the same characters as ``\\uXXXX`` (still exact JSON).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from typing import IO, Any, Protocol
+
+#: Characters a terminal must not receive raw: C0 controls (NUL, ESC, newlines, ...), DEL,
+#: C1 controls (CSI, NEL, ...), bidi marks, embeddings, overrides and isolates, and the
+#: Unicode line and paragraph separators.
+_UNSAFE_CHARS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
+#: The same, but newlines and tabs kept (multi-line text such as a content preview).
+_UNSAFE_IN_LINES = re.compile(f"(?![\n\t])[{_UNSAFE_CHARS}]")
+#: What JSON output escapes although ``json.dumps`` would not (C0 it escapes itself).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_text(text: str, *, multiline: bool = False) -> str:
+    """``text`` safe for a terminal: control, bidi and separator characters as escapes.
+
+    Text without such characters is returned unchanged. Otherwise each one becomes
+    ``\\n``, ``\\x1b``, ``\\u202e``, ... and backslashes are doubled, so the escaped form is
+    unambiguous. ``multiline`` keeps newlines and tabs (a content preview).
+    """
+    pattern = _UNSAFE_IN_LINES if multiline else _UNSAFE
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_escape_char, text.replace("\\", "\\\\"))
+
+
+def json_text(data: Any, **options: Any) -> str:
+    """``json.dumps(data, ensure_ascii=False, **options)``, with the characters of
+    :func:`escape_text` that JSON allows raw written as ``\\uXXXX`` (same parsed value)."""
+    text = json.dumps(data, ensure_ascii=False, **options)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _rich_available() -> bool:
@@ -75,7 +120,7 @@ class _LineProgress:
         self.completed = completed
         if total is not None:
             self.total = total
-        self.detail = detail
+        self.detail = escape_text(detail)
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
@@ -130,7 +175,7 @@ class _RichProgress:
             total=task_total,
             count=f"{completed:,}{of} {self.unit}",
             rate=f"{completed / elapsed:,.0f} {self.unit}/s",
-            detail=detail,
+            detail=escape_text(detail),
         )
 
     def close(self) -> None:
@@ -149,7 +194,7 @@ class UI:
     # -- JSON --------------------------------------------------------------------------------
     def emit_json(self, data: Any) -> None:
         """Write ``data`` as the one JSON document of this run."""
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(json_text(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
     # -- human output on stdout ---------------------------------------------------------------
@@ -179,13 +224,19 @@ class UI:
         title: str | None = None,
         numeric: Sequence[int] = (),
     ) -> None:
-        """Print a table (rich when available, aligned text otherwise)."""
-        cells = [["" if v is None else str(v) for v in row] for row in rows]
+        """Print a table (rich when available, aligned text otherwise); cells are escaped."""
+        cells = [["" if v is None else escape_text(str(v)) for v in row] for row in rows]
+        columns = [escape_text(c) for c in columns]
+        title = None if title is None else escape_text(title)
         if _rich_available():
             from rich.table import Table
             from rich.text import Text
 
-            table = Table(title=title, title_justify="left", show_edge=True)
+            table = Table(
+                title=None if title is None else Text(title),
+                title_justify="left",
+                show_edge=True,
+            )
             for i, name in enumerate(columns):
                 table.add_column(name, justify="right" if i in numeric else "left", overflow="fold")
             for row in cells:
@@ -208,7 +259,8 @@ class UI:
             print(fmt(row))
 
     def print(self, text: str = "", *, style: str | None = None) -> None:
-        """A line of human output on stdout (styled only on a colour terminal)."""
+        """A line of human output on stdout (styled only on a colour terminal), escaped."""
+        text = escape_text(text)
         if style and _rich_available():
             from rich.text import Text
 
@@ -218,7 +270,9 @@ class UI:
             sys.stdout.flush()
 
     def panel(self, text: str, *, title: str) -> None:
-        """A block of text (a content preview) on stdout."""
+        """A block of text (a content preview) on stdout; escaped except newlines and tabs."""
+        text = escape_text(text, multiline=True)
+        title = escape_text(title)
         if _rich_available():
             from rich.panel import Panel
             from rich.text import Text
@@ -231,13 +285,13 @@ class UI:
 
     # -- stderr ------------------------------------------------------------------------------
     def note(self, message: str) -> None:
-        """An informational line on stderr (silent with --quiet)."""
+        """An informational line on stderr (silent with --quiet), escaped."""
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            print(escape_text(message), file=sys.stderr, flush=True)
 
     def error(self, message: str) -> None:
-        """The one error line on stderr (always shown)."""
-        print(f"kl3m-client: error: {message}", file=sys.stderr, flush=True)
+        """The one error line on stderr (always shown), escaped."""
+        print(f"kl3m-client: error: {escape_text(message)}", file=sys.stderr, flush=True)
 
     def progress(
         self, label: str, unit: str, total: int | None = None, *, transient: bool = False
@@ -248,6 +302,7 @@ class UI:
         """
         if self.quiet:
             return _NullProgress()
+        label = escape_text(label)
         if self.stderr_is_tty and _rich_available() and os.environ.get("TERM") != "dumb":
             return _RichProgress(label, unit, total, transient)
         return _LineProgress(label, unit)

@@ -36,7 +36,7 @@ from kl3m_data_client._keys import (
     stage_prefix,
     validate_document_id,
 )
-from kl3m_data_client._stream import closing
+from kl3m_data_client._stream import closing, in_thread
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     WORKERS_LOCK,
@@ -521,7 +521,9 @@ async def run_stream(
     if plan.deduplicate:
         seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
     data_dir = dest / DATA_DIR
-    errors_fh: IO[bytes] = await asyncio.to_thread(open, dest / errors_name(stream), "ab")
+    errors_fh: IO[bytes] = await in_thread(
+        open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
+    )
     writer: PartWriter | None = None
     busy = False  # a thread is using ``writer``
     # The previous batch is encoded and written in a thread while fetching goes on; at most one
@@ -626,13 +628,14 @@ async def run_stream(
                     else:
                         if writer is None:
                             name = part_name(stream, len(state.parts), plan.extension)
-                            writer = await asyncio.to_thread(
+                            writer = await in_thread(
                                 open_part,
                                 data_dir / name,
                                 plan.format,
                                 plan.compression,
                                 plan.stage,
                                 plan.content,
+                                discard=lambda w: w.abort(),
                             )
                             first_key = oc.item.key
                         counters.exported += 1
