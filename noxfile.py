@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, bench."""
+"""Developer sessions: tests, lint, typecheck, docs, bench."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def reference(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "docs/_hooks.py")
+    session.run(
+        "ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py", "docs/_hooks.py"
+    )
 
 
 @nox.session
@@ -37,6 +39,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml): guides plus the API reference generated from the
+    docstrings, built with --strict (any warning fails) into ./site (git-ignored); offline."""
+    session.install("-e", ".[docs]", "ruff")  # ruff lays out the long signatures
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

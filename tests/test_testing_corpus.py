@@ -1,4 +1,4 @@
-"""The generated corpus is deterministic and in exactly the formats of KL3M-FORMAT.md.
+"""The generated corpus is deterministic and in exactly the formats of docs/format.md.
 
 The decoders below are written from the format notes with plain stdlib + pyarrow (they do not
 use the generator's encoders), and are also run over the independent sample objects in

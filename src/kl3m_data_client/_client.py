@@ -431,7 +431,11 @@ class AsyncKL3MClient:
     async def get_document(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
     ) -> AsyncDocument | None:
-        """The document with its ``stage`` content loaded (one GET), or None if absent."""
+        """The document with its ``stage`` content loaded, or None if absent.
+
+        One GET. An id ending in ``.json`` that is not found as given is tried once more
+        without the suffix (a second GET); the document found then has the shorter id.
+        """
         stage = Stage.coerce(stage)
         found = await self._fetch(validate_dataset_id(dataset_id), document_id, stage)
         if found is None:

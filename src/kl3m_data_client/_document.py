@@ -103,7 +103,7 @@ class AsyncDocument(DocumentBase):
         self.client = client
 
     async def get_content(self, stage: Stage | str = Stage.DOCUMENTS) -> StageContent | None:
-        """The content of ``stage`` (one GET the first time), or None if it is not there."""
+        """The content of ``stage`` (fetched the first time), or None if it is not there."""
         stage = Stage.coerce(stage)
         if stage not in self._contents:
             self._contents[stage] = await self.client.fetch_content(

@@ -52,7 +52,8 @@ def _rebuild(cls: type[KL3MError], args: tuple[Any, ...], state: dict[str, Any])
 
 
 class KL3MError(Exception):
-    """Base class of every error raised by kl3m-data-client."""
+    """Base class of the errors kl3m-data-client raises for what it detects: bad input, the
+    network, S3's answers, an object's bytes (not ``TypeError``, local ``OSError``, ...)."""
 
     #: The default of :attr:`per_object` for this class.
     PER_OBJECT: ClassVar[bool] = False

@@ -1,4 +1,10 @@
-"""The S3 seam: list a prefix, get an object, head an object. The only module doing S3 I/O.
+"""The S3 seam: list a prefix, get an object, head an object, over aiobotocore.
+
+Every request of :class:`AsyncKL3MClient` (so of the blocking client, the export and the Ray
+integration) goes through a store: this one, or ``_boto3_store.Boto3Store`` over a caller's
+boto3 client (``KL3MClient(s3_client=...)``). Other S3 I/O: the 0.2.0 helpers of
+``utils.s3`` (and ``operations.index``) call the botocore client they are given, and
+``testing`` uploads to its local server.
 
 One aiobotocore session and client per store, created on the running loop, with the
 connection pool sized to ``max_concurrency``; a semaphore holds requests in flight to the

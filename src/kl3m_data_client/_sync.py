@@ -1,5 +1,8 @@
 """KL3MClient: the blocking API. It runs the async core on a background event loop and
-forwards every call to it; no logic lives here."""
+forwards every call to it. The S3 and decoding logic is the core's; what lives here is the
+thread hop: the loop thread's lifetime (kept alive by iterators that outlive their client,
+abandoned after ``fork()``, closed at exit), options taken from a 0.2.0 ``s3_client``, and
+0.2.0's ``Document`` handle (iterator batching and callback relays are in ``_bridge``)."""
 
 from __future__ import annotations
 
@@ -325,7 +328,12 @@ class KL3MClient:
     def get_document(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
     ) -> Document | None:
-        """The document with its ``stage`` content loaded (one GET), or None if absent."""
+        """The document with its ``stage`` content loaded, or None if absent.
+
+        One GET (a HEAD then a GET through an ``s3_client``); an id ending in ``.json`` that
+        is not found as given is tried once more without the suffix
+        (see :meth:`AsyncKL3MClient.get_document`).
+        """
         doc = self._call(self.async_client.get_document, dataset_id, document_id, stage)
         return None if doc is None else Document(self, doc)
 
@@ -448,7 +456,7 @@ class Document(DocumentBase):
         return self.client.s3_client
 
     def get_content(self, stage: Stage | str = Stage.DOCUMENTS) -> StageContent | None:
-        """The content of ``stage`` (one GET the first time), or None if it is not there."""
+        """The content of ``stage`` (fetched the first time), or None if it is not there."""
         stage = Stage.coerce(stage)
         if stage in self._contents:
             return self._contents[stage]

@@ -326,7 +326,7 @@ def _train_tokenizer() -> Any:
 
 
 # --------------------------------------------------------------------------------------
-# object encoders (the formats of KL3M-FORMAT.md)
+# object encoders (the formats of docs/format.md)
 # --------------------------------------------------------------------------------------
 
 _DC_ORDER = (
