@@ -385,3 +385,22 @@ async def test_bad_listing_arguments_are_input_errors(client: AsyncKL3MClient) -
             await client.store.get(key)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError, match="key"):
             await client.store.head(key)  # type: ignore[arg-type]
+
+
+def test_config_with_other_options_is_refused() -> None:
+    from kl3m_data_client import ClientConfig, KL3MClient
+
+    config = ClientConfig(bucket="b", max_concurrency=4)
+    # alone, the config is taken as it is
+    assert AsyncKL3MClient(config=config).config is config
+    with KL3MClient(config=config) as blocking:
+        assert blocking.config is config
+    # with other options it would silently drop them: refused, naming them
+    with pytest.raises(InvalidInputError, match="max_concurrency"):
+        AsyncKL3MClient(config=config, max_concurrency=8)
+    with pytest.raises(InvalidInputError, match="bucket, region"):
+        AsyncKL3MClient("other", "eu-west-1", config=config)
+    with pytest.raises(InvalidInputError, match="endpoint_url"):
+        KL3MClient(config=config, endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(InvalidInputError, match="verbose"):
+        KL3MClient(config=config, verbose=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -83,29 +84,35 @@ class AsyncKL3MClient:
         session: Any = None,
         config: ClientConfig | None = None,
     ) -> None:
+        options: dict[str, Any] = {
+            "bucket": bucket,
+            "bucket_name": bucket_name,
+            "region": region,
+            "region_name": region_name,
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+            "aws_session_token": aws_session_token,
+            "profile": profile,
+            "endpoint_url": endpoint_url,
+            "anonymous": anonymous,
+            "requester_pays": requester_pays,
+            "max_concurrency": max_concurrency,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "retry_mode": retry_mode,
+            "max_attempts": max_attempts,
+            "object_deadline": object_deadline,
+            "verify": verify,
+            "limits": limits,
+            "memory_budget": memory_budget,
+            "verbose": verbose,
+        }
         if config is None:
-            config = ClientConfig.from_kwargs(
-                bucket=bucket,
-                bucket_name=bucket_name,
-                region=region,
-                region_name=region_name,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                profile=profile,
-                endpoint_url=endpoint_url,
-                anonymous=anonymous,
-                requester_pays=requester_pays,
-                max_concurrency=max_concurrency,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retry_mode=retry_mode,
-                max_attempts=max_attempts,
-                object_deadline=object_deadline,
-                verify=verify,
-                limits=limits,
-                memory_budget=memory_budget,
-                verbose=verbose,
+            config = ClientConfig.from_kwargs(**options)
+        else:
+            defaults = inspect.signature(AsyncKL3MClient.__init__).parameters
+            refuse_options_with_config(
+                [name for name, value in options.items() if value != defaults[name].default]
             )
         self.config = config
         self._session = session
@@ -587,3 +594,12 @@ async def _present(items: AsyncIterator[AsyncDocument | None]) -> AsyncIterator[
 
 
 __all__ = ["AsyncKL3MClient"]
+
+
+def refuse_options_with_config(given: list[str]) -> None:
+    """``config=`` carries every setting: options given beside it would be silently lost."""
+    if given:
+        raise InvalidInputError(
+            f"pass either config= or client options, not both (got {', '.join(sorted(given))}); "
+            "use config.with_options(...) to change settings of a config"
+        )

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kl3m_data_client._client import AsyncKL3MClient
+from kl3m_data_client._client import AsyncKL3MClient, refuse_options_with_config
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._document import AsyncDocument, DocumentBase
 from kl3m_data_client._errors import ClientClosedError
@@ -166,6 +166,19 @@ class KL3MClient:
                     lent.pop("anonymous", None)
                 given = {**lent, **{k: v for k, v in given.items() if v is not None}}
             config = ClientConfig.from_kwargs(bucket=bucket, verbose=verbose, **given)
+        else:
+            explicit = {
+                "bucket": bucket,
+                "region": region,
+                "aws_access_key_id": aws_access_key_id,
+                "aws_secret_access_key": aws_secret_access_key,
+                "aws_session_token": aws_session_token,
+            }
+            refuse_options_with_config(
+                [n for n, v in explicit.items() if v is not None]
+                + (["verbose"] if verbose else [])
+                + list(options)
+            )
         self.config: ClientConfig = config
         self._session = session
         self._user_s3_client = s3_client
