@@ -51,6 +51,6 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks side by side (see benchmarks/README.md)."""
-    session.install("-e", ".[dev]")
+    """Benchmarks side by side (see benchmarks/README.md); peers pinned in the bench extra."""
+    session.install("-e", ".[dev,bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
