@@ -27,6 +27,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._errors import (
     ClientClosedError,
     InvalidInputError,
@@ -167,10 +168,11 @@ class Boto3Store(S3Store):
             last_modified=response.get("LastModified"),
         )
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, *, admit: Callable[[int], bool] | None = None) -> bytes | None:
         """HEAD, then GET the object's bytes; None if it does not exist.
 
-        The size limit is checked on the HEAD, before anything is downloaded. When the HEAD
+        The size limit (and ``admit``, a memory budget: :class:`NeedRoom` when it says no) is
+        checked on the HEAD, before anything is downloaded. When the HEAD
         answers 404 the GET still runs: only its error code tells a missing key (None) from
         a missing bucket (BucketNotFoundError). A body that breaks while it is read is
         requested again (``max_attempts`` in all).
@@ -178,6 +180,8 @@ class Boto3Store(S3Store):
         info = await self.head(key)
         if info is not None:
             self._check_size(key, info.size)
+            if admit is not None and not admit(info.size):
+                raise NeedRoom(key, info.size)
         # a HEAD 404 has no body to tell a missing key from a missing bucket: the GET says
         client = await self.client()
         started = time.monotonic()

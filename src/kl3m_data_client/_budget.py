@@ -9,11 +9,12 @@ submitted (input order = ticket order) and charges it in three steps:
    parsed JSON / base64-decoded copies of it that exist while it is decoded). Objects whose
    size is not listed (explicit ids, items dealt to export workers) reserve
    :data:`UNKNOWN_SIZE` -- a HEAD per document would cost a request each -- and, once the
-   GET returns, top the reservation up to the real size (or give the excess back). The
-   top-up waits like any request (see below), so it cannot deadlock; but the
-   store reads a body in one call, so an unlisted object larger than its estimate overdraws
-   the budget by its body until then. (With a store hook that reports ``Content-Length``
-   before the body is read, the top-up would happen before the read.)
+   GET's headers arrive, top the reservation up to the announced ``Content-Length``
+   (:meth:`Lease.admit_body`, asked by the store before it reads the body). A top-up that
+   does not fit at once is not waited for with the response open: the store closes it
+   unread, the item waits for the bytes like any request (see below) and GETs again (one
+   extra request, only for a large unlisted object that meets a full budget). After the
+   read, the reservation is set to the real size (or the excess given back).
 2. **While decoding**, every byte that ``_formats.inflate`` produces charges
    ``INFLATED_FACTOR`` bytes (the inflated bytes, the text decoded from them, the record or
    line made of that) through a context variable, from whichever thread decodes. A thread
@@ -46,7 +47,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kl3m_data_client._stream import aiter_items, closing, ordered_map
 
@@ -283,6 +284,20 @@ class Lease:
         await self.budget._reserve(self, want - self.body)
         self.body = max(self.body, want)
 
+    def admit_body(self, size: int) -> bool:
+        """A body of ``size`` bytes announced (before it is read): hold it now, or say no.
+
+        Never waits: on no, the caller drops the response unread, waits in
+        :meth:`reserve_body` for ``size`` and asks again.
+        """
+        want = BODY_FACTOR * size
+        if want <= self.body:
+            return True
+        if self.budget._try(self, want - self.body):
+            self.body = want
+            return True
+        return False
+
     async def body_read(self, size: int) -> None:
         """After the GET: the body's real size (a top-up, or the excess given back)."""
         want = BODY_FACTOR * size
@@ -379,3 +394,36 @@ async def released_in_turn(pairs: AsyncIterator[tuple[Lease, R]]) -> AsyncIterat
                 yield result
             finally:
                 lease.release()
+
+
+class NeedRoom(Exception):
+    """Not an error: a GET's ``admit`` refused the body's announced size for now.
+
+    The store closed the response before reading its body; reserve ``size`` bytes, then GET
+    again (:func:`budgeted_get`).
+    """
+
+    def __init__(self, key: str, size: int) -> None:
+        super().__init__(f"no room yet for the {size} bytes of {key!r}")
+        self.key = key
+        self.size = size
+
+
+class _Gettable(Protocol):
+    async def get(self, key: str, *, admit: Callable[[int], bool] | None = None) -> bytes | None:
+        """The S3 seam's GET (``_store.S3Store.get``)."""
+
+
+async def budgeted_get(store: _Gettable, key: str, lease: Lease | None) -> bytes | None:
+    """``store.get(key)`` whose body is admitted by ``lease`` before it is read.
+
+    A body that does not fit yet is not read: the lease waits for its announced size (in
+    ticket order, the head never blocked) and the GET is made again.
+    """
+    if lease is None:
+        return await store.get(key)
+    while True:
+        try:
+            return await store.get(key, admit=lease.admit_body)
+        except NeedRoom as exc:
+            await lease.reserve_body(exc.size)

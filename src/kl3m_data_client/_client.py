@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from kl3m_data_client._budget import Budget, Lease, budgeted_map, released_in_turn
+from kl3m_data_client._budget import Budget, Lease, budgeted_get, budgeted_map, released_in_turn
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._document import AsyncDocument
 from kl3m_data_client._errors import ClientClosedError, InvalidInputError
@@ -387,13 +387,13 @@ class AsyncKL3MClient:
         key = object_key(stage, dataset_id, document_id)
         if lease is not None:
             await lease.reserve_body(size)
-        data = await self.store.get(key)
+        data = await budgeted_get(self.store, key, lease)
         if data is None:
             alternative = legacy_id(document_id)
             if alternative is None:
                 return None
             document_id, key = alternative, object_key(stage, dataset_id, alternative)
-            data = await self.store.get(key)
+            data = await budgeted_get(self.store, key, lease)
             if data is None:
                 return None
         if lease is not None:

@@ -20,7 +20,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -59,6 +59,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import (
     AccessDeniedError,
@@ -584,7 +585,7 @@ class S3Store:
             except BotoCoreError as exc:
                 raise self._error(exc, what) from exc
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, *, admit: Callable[[int], bool] | None = None) -> bytes | None:
         """The object's bytes, or None if it does not exist; broken bodies are re-requested.
 
         The request first waits for one of ``max_concurrency`` slots and keeps it until it
@@ -595,13 +596,18 @@ class S3Store:
         exponential backoff and jitter. Errors that botocore already retried (throttling,
         5xx, connection failures before a response) are not multiplied here. A body larger
         than ``limits.max_object_bytes`` is refused as soon as the limit is passed.
+
+        ``admit(content_length)`` (a memory budget) is asked before a body is read; when it
+        says no, the response is closed unread and :class:`NeedRoom` raised (with the size).
         """
         _check_str(key, "key")
         client = await self.client()
         async with self._sem:
-            return await self._get_in_slot(client, key)
+            return await self._get_in_slot(client, key, admit)
 
-    async def _get_in_slot(self, client: Any, key: str) -> bytes | None:
+    async def _get_in_slot(
+        self, client: Any, key: str, admit: Callable[[int], bool] | None = None
+    ) -> bytes | None:
         what = f"object {key!r}"
         started = time.monotonic()
         deadline = started + self.object_deadline
@@ -614,7 +620,7 @@ class S3Store:
                 if remaining <= 0:
                     raise _Deadline
                 try:
-                    data, digest = await within(self._get_once(client, key), remaining)
+                    data, digest = await within(self._get_once(client, key, admit), remaining)
                 except asyncio.TimeoutError as exc:
                     raise _Deadline from exc
                 if digest is None:
@@ -651,7 +657,9 @@ class S3Store:
             except BotoCoreError as exc:
                 raise self._error(exc, what, key) from exc
 
-    async def _get_once(self, client: Any, key: str) -> tuple[bytes, str | None]:
+    async def _get_once(
+        self, client: Any, key: str, admit: Callable[[int], bool] | None = None
+    ) -> tuple[bytes, str | None]:
         """One GET: the bytes and, if they fail the ETag check, their digest."""
         try:
             response = await client.get_object(Bucket=self.config.bucket, Key=key, **self._extra)
@@ -667,6 +675,9 @@ class S3Store:
             raise SizeLimitExceededError(
                 key, f"object is {length} bytes, above the limit of {limit} bytes", **info
             )
+        if admit is not None and length is not None and not admit(length):
+            body.close()  # unread: the connection is not reused, no body bytes are held
+            raise NeedRoom(key, length)
         data = await self._read_body(body, key, length, limit, info)
         if self._check_md5:
             etag = str(response.get("ETag", "")).strip('"').lower()
