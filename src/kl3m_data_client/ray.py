@@ -51,7 +51,7 @@ from kl3m_data_client.export._distributed import (
     merge_shards,
     prepare_destination,
 )
-from kl3m_data_client.export._exporter import (
+from kl3m_data_client.export._items import (
     Item,
     Outcome,
     iter_items,

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import ExportStoppedError, Outage
+from kl3m_data_client.export._streams import resume_point, run_stream
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import Item, Tracker
     from kl3m_data_client.export._report import Counters
 
 #: Seconds between two progress messages of a worker.
@@ -58,7 +59,6 @@ async def _deal(
     outage: Outage,
 ) -> None:
     """List the dataset once; send worker ``j`` the items of its shard after its checkpoint."""
-    from kl3m_data_client.export._exporter import iter_items, resume_point
     from kl3m_data_client.export._records import worker_of
 
     points = [await asyncio.to_thread(resume_point, dest, f"w{j}") for j in range(len(send))]
@@ -116,8 +116,6 @@ def _get(q: Any) -> list[Dealt] | None:
 
 async def _dealt(receive: Callable[[], Awaitable[list[Dealt] | None]]) -> AsyncIterator[Item]:
     """The items dealt to this worker, in order, until the parent's end marker."""
-    from kl3m_data_client.export._exporter import Item
-
     while (batch := await receive()) is not None:
         for position, key, document_id, error in batch:
             yield Item(position, key, document_id, error)
@@ -137,7 +135,6 @@ async def _work(
     config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: Any, inbox: Any
 ) -> None:
     from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import run_stream
 
     last = 0.0
 
@@ -218,7 +215,6 @@ async def run_workers(
     Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
     The listing and worker 0 share ``outage``; each spawned worker has its own clock.
     """
-    from kl3m_data_client.export._exporter import run_stream
     from kl3m_data_client.export._report import Counters
 
     ctx = multiprocessing.get_context("spawn")
