@@ -53,14 +53,14 @@ from kl3m_data_client.export._workers import run_workers
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ExportClient
 
 logger = logging.getLogger("kl3m_data_client.export")
 
 
 # ------------------------------------------------------------------------------ records API
 async def iter_export_records(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     dataset_id: str,
     source_stage: Stage | str = Stage.DOCUMENTS,
     key_prefix: str | None = None,
@@ -110,7 +110,7 @@ async def iter_export_records(
                 return
 
 
-def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPlan:
+def _plan(client: ExportClient, dataset_id: str, **options: Any) -> ExportPlan:
     unknown = sorted(set(options) - PLAN_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
@@ -281,7 +281,7 @@ def build_report(
     )
 
 
-async def _fetch_total(client: AsyncKL3MClient, plan: ExportPlan, tracker: Tracker) -> None:
+async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker) -> None:
     """The expected document count from the dataset index (progress only; failures ignored)."""
     if plan.ids is not None or plan.shard is not None:
         return
@@ -306,7 +306,7 @@ def _resolve_destination(destination: str | os.PathLike[str]) -> Path:
 
 
 async def export(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     dataset_id: str,
     destination: str | os.PathLike[str],
     *,

@@ -44,7 +44,7 @@ from kl3m_data_client.export._writers import (
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ExportClient
 
 logger = logging.getLogger("kl3m_data_client.export")
 
@@ -143,7 +143,7 @@ def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
 
 
 async def iter_items(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     *,
     start_after: str | None = None,
@@ -229,7 +229,7 @@ def _build(
 
 
 def _fetcher(
-    client: AsyncKL3MClient, plan: ExportPlan, outage: Outage, *, encode: bool = False
+    client: ExportClient, plan: ExportPlan, outage: Outage, *, encode: bool = False
 ) -> Callable[[Item, Lease], Awaitable[Outcome]]:
     """The fetch step: GET (through outages), decode, filter and, with ``encode``, encode.
 
@@ -268,7 +268,7 @@ def _fetcher(
 
 
 def iter_outcomes(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     *,
     start_after: str | None = None,

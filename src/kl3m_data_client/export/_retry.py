@@ -43,7 +43,7 @@ from kl3m_data_client.export._writers import PartWriter, open_part, read_part
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ExportClient
     from kl3m_data_client.export._options import ExportPlan
     from kl3m_data_client.export._outage import Outage
 
@@ -89,7 +89,7 @@ async def _aiter(items: list[Item]) -> AsyncIterator[Item]:
 
 
 async def retry_round(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     dest: Path,
     outage: Outage,

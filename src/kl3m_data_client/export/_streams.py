@@ -42,7 +42,7 @@ from kl3m_data_client.export._writers import (
 )
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ExportClient
 
 logger = logging.getLogger("kl3m_data_client.export")
 
@@ -136,7 +136,7 @@ def _checkpoint(
 
 
 async def run_stream(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     dest: Path,
     stream: str = "",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._client_api import factory_of
 from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
@@ -36,7 +37,7 @@ from kl3m_data_client.export._outage import ExportStoppedError, Outage
 from kl3m_data_client.export._streams import resume_point, run_stream
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ClientFactory, ExportClient
     from kl3m_data_client.export._report import Counters
 
 #: Seconds between two progress messages of a worker.
@@ -52,7 +53,7 @@ Dealt = tuple[int, str, str, "KL3MError | None"]
 
 
 async def _deal(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     dest: Path,
     send: list[Callable[[list[Dealt] | None], Awaitable[None]]],
@@ -132,10 +133,14 @@ def _picklable(exc: BaseException, j: int) -> BaseException:
 
 
 async def _work(
-    config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: Any, inbox: Any
+    factory: ClientFactory,
+    config: ClientConfig,
+    plan: ExportPlan,
+    dest: Path,
+    j: int,
+    q: Any,
+    inbox: Any,
 ) -> None:
-    from kl3m_data_client._client import AsyncKL3MClient
-
     last = 0.0
 
     def on_update(counters: Counters, force: bool) -> None:
@@ -147,7 +152,7 @@ async def _work(
 
     items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
     with file_lock(dest / WORKERS_LOCK, shared=True):  # see _DestinationLock.acquire
-        async with AsyncKL3MClient(config=config) as client:
+        async with factory(config=config) as client:
             stream = asyncio.ensure_future(
                 run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
             )
@@ -167,11 +172,18 @@ async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
 
 
 def worker_main(
-    config: ClientConfig, plan: ExportPlan, dest: str, j: int, q: Any, inbox: Any = None
+    factory: ClientFactory,
+    config: ClientConfig,
+    plan: ExportPlan,
+    dest: str,
+    j: int,
+    q: Any,
+    inbox: Any = None,
 ) -> None:
-    """Entry point of worker ``j`` (runs in a spawned process); ``inbox``: its dealt items."""
+    """Entry point of worker ``j`` (runs in a spawned process, with a client from ``factory``);
+    ``inbox``: its dealt items."""
     try:
-        asyncio.run(_work(config, plan, Path(dest), j, q, inbox))
+        asyncio.run(_work(factory, config, plan, Path(dest), j, q, inbox))
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -208,7 +220,7 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
 
 
 async def run_workers(
-    client: AsyncKL3MClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
+    client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
     """Run ``plan.workers`` workers to completion (or stop them all on failure).
 
@@ -227,7 +239,7 @@ async def run_workers(
     procs = {
         j: ctx.Process(
             target=worker_main,
-            args=(client.config, plan, str(dest), j, q, inboxes[j]),
+            args=(factory_of(client), client.config, plan, str(dest), j, q, inboxes[j]),
             name=f"kl3m-export-w{j}",
         )
         for j in range(1, plan.workers)
