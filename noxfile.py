@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "contracts", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -37,6 +37,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session
+def contracts(session: nox.Session) -> None:
+    """The import layers of pyproject.toml ([tool.importlinter]) with import-linter."""
+    session.install("-e", ".[dev]")
+    session.run("lint-imports")
 
 
 @nox.session
