@@ -14,7 +14,7 @@ submitted (input order = ticket order) and charges it in three steps:
    store reads a body in one call, so an unlisted object larger than its estimate overdraws
    the budget by its body until then. (With a store hook that reports ``Content-Length``
    before the body is read, the top-up would happen before the read.)
-2. **While decoding**, every byte that ``_formats.inflate`` produces charges
+2. **While decoding**, every byte that ``_inflate.inflate`` produces charges
    ``INFLATED_FACTOR`` bytes (the inflated bytes, the text decoded from them, the record or
    line made of that) through a context variable, from whichever thread decodes. A thread
    never waits for the event loop: when the charge does not fit, decoding stops with

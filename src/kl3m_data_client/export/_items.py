@@ -6,7 +6,6 @@ budget, and the progress tracker. Shared by the exporter, its workers, retry rou
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,13 +19,13 @@ from kl3m_data_client._errors import (
     NotFoundError,
     is_per_object,
 )
-from kl3m_data_client._formats import Limits
 from kl3m_data_client._keys import (
     document_id_from_key,
     object_key,
     stage_prefix,
     validate_document_id,
 )
+from kl3m_data_client._limits import Limits
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import Outage
@@ -45,8 +44,6 @@ from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
     from kl3m_data_client.export._client_api import ExportClient
-
-logger = logging.getLogger("kl3m_data_client.export")
 
 
 #: Objects up to this size are turned into records on the event loop; larger in a thread.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -43,8 +42,6 @@ from kl3m_data_client.export._writers import (
 
 if TYPE_CHECKING:
     from kl3m_data_client.export._client_api import ExportClient
-
-logger = logging.getLogger("kl3m_data_client.export")
 
 
 @dataclass
