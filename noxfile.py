@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "contracts", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -47,6 +47,13 @@ def docs(session: nox.Session) -> None:
     docstrings, built with --strict (any warning fails) into ./site (git-ignored); offline."""
     session.install("-e", ".[docs]", "ruff")  # ruff lays out the long signatures
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def contracts(session: nox.Session) -> None:
+    """The import layers of pyproject.toml ([tool.importlinter]) with import-linter."""
+    session.install("-e", ".[dev]")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -216,3 +216,42 @@ def test_fast_timestamps_equal_botocore() -> None:
     check()
     for other in ("1700000000", "2024-05-01T12:00:00+02:00", "Wed, 01 May 2024 12:00:00 +0000"):
         assert parse_timestamp(other) == botocore_parse(other)
+
+
+def test_parquet_content_reads_its_table_under_its_own_limits() -> None:
+    """A parquet model reads (and re-reads) its table under the limits it was made with, not
+    the defaults: a client's small cap refuses an object the defaults would inflate."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kl3m_data_client import Limits as PublicLimits
+    from kl3m_data_client.models.document import ParquetContent
+
+    ids = list(range(300_000))  # ~1.2 MB of uint32 tokens, uncompressed parquet
+    table = pa.table(
+        {
+            "identifier": ["x"],
+            "representations": pa.array(
+                [[("text/plain", ids)]], type=pa.map_(pa.string(), pa.list_(pa.uint32()))
+            ),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="NONE")
+    packed = zlib.compress(buf.getvalue())
+    small = PublicLimits(max_inflated_bytes=64 * 1024)
+    assert small == Limits(max_inflated_bytes=64 * 1024)  # one class, however it is imported
+
+    lazy = ParquetContent.from_bytes("a", packed, key="parquet/x/a", limits=small)
+    with pytest.raises(SizeLimitExceededError) as err:
+        lazy.get_table()
+    assert err.value.key == "parquet/x/a"
+    with pytest.raises(SizeLimitExceededError):
+        decode_parquet("parquet/x/a", "a", packed, small)
+    decoded = decode_parquet("parquet/x/a", "a", packed)
+    assert decoded.limits == Limits()
+    assert decoded.get_representations() == {"text/plain": ids}
+    roomy = ParquetContent.from_bytes("a", packed, key="parquet/x/a", limits=Limits())
+    assert roomy.get_representations() == {"text/plain": ids}

@@ -293,3 +293,41 @@ async def test_deduplicate_seen_set_lives_on_disk(kl3m_bucket: LocalBucket, tmp_
     assert report.exported == 4 and report.duplicates == 2
     assert [r["id"] for r in records] == ["doc000", "doc001", "doc002", "doc004"]
     assert not list((tmp_path / "d").glob(".dedup*")), "the scratch seen-set is removed"
+
+
+@pytest.mark.kl3m_corpus(0)
+async def test_unlisted_body_is_admitted_before_it_is_read(kl3m_bucket: LocalBucket) -> None:
+    """An object of unknown size (an explicit id) that does not fit is not read: its GET is
+    closed unread, the lease waits in turn for the announced size, then GETs again."""
+    from kl3m_data_client._budget import BODY_FACTOR, budgeted_get
+
+    key, body = "documents/admit/doc.json", os.urandom(1 * MiB)  # raw bytes: no decoding here
+    await kl3m_bucket.put_objects_async({key: body})
+    gets: list[str] = []
+    async with AsyncKL3MClient(**kl3m_bucket.client_kwargs()) as client:
+        s3 = await client.store.client()
+        s3.meta.events.register(
+            "before-send.s3.GetObject", lambda request, **_: gets.append(request.url)
+        )
+        budget = Budget(BODY_FACTOR * len(body) + BODY_FACTOR * len(body) // 4)
+        head, other = budget.lease(), budget.lease()
+        await head.reserve_body(len(body))  # the head holds most of the budget
+        await other.reserve_body(None)  # unknown size: the small estimate fits
+        got: list[bytes | None] = []
+
+        async def fetch() -> None:
+            got.append(await budgeted_get(client.store, key, other))
+
+        with anyio.fail_after(HANG):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch)
+                while not budget._waiters and not got:  # refused at the headers, waiting
+                    await anyio.wait_all_tasks_blocked()
+                assert got == [] and len(gets) == 1
+                assert budget.held <= budget.limit  # the refused body was never charged
+                head.taken()
+                head.release()
+    assert got == [body]
+    assert len(gets) == 2  # read only once there was room for it
+    assert budget.peak <= budget.limit
+    assert other.held == BODY_FACTOR * len(body)

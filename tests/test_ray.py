@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kl3m_data_client import (
+    AsyncKL3MClient,
     ClientConfig,
     CorruptObjectError,
     InvalidInputError,
@@ -208,7 +209,9 @@ def test_distributed_export_equals_single_process_export(
     config = ClientConfig.from_kwargs(**kw).without_secrets()
     fingerprint = distributed_fingerprint(config, "usc", 3, **options)
     assert prepare_destination(tmp_path / "dist", fingerprint) is False
-    done = export_shard(config, "usc", tmp_path / "dist", 1, 3, options)
+    done = export_shard(
+        config, "usc", tmp_path / "dist", 1, 3, options, client_factory=AsyncKL3MClient
+    )
     assert done["exported"] > 0
 
     seen: list[ExportProgress] = []

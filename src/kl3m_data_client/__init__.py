@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
     from kl3m_data_client._config import ClientConfig
     from kl3m_data_client._document import AsyncDocument
-    from kl3m_data_client._formats import Limits
+    from kl3m_data_client._limits import Limits
     from kl3m_data_client._sync import Document, KL3MClient
     from kl3m_data_client.models.document import (
         DocumentContent,
@@ -75,7 +75,7 @@ _LAZY = {
     "AsyncKL3MClient": "kl3m_data_client._client",
     "AsyncDocument": "kl3m_data_client._document",
     "ClientConfig": "kl3m_data_client._config",
-    "Limits": "kl3m_data_client._formats",
+    "Limits": "kl3m_data_client._limits",
     "KL3MClient": "kl3m_data_client._sync",
     "Document": "kl3m_data_client._sync",
     "DocumentContent": "kl3m_data_client.models.document",

@@ -44,7 +44,6 @@ from kl3m_data_client._store import (
 )
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
     from kl3m_data_client._config import ClientConfig
 
 T = TypeVar("T")
@@ -80,9 +79,75 @@ def is_blocking_client(s3_client: Any) -> bool:
     return callable(get_object) and not asyncio.iscoroutinefunction(get_object)
 
 
-def use_boto3_client(client: AsyncKL3MClient, s3_client: Any) -> None:
-    """Make ``client`` send its requests through the blocking ``s3_client``."""
-    client._store = Boto3Store(client.config, s3_client)
+# -- blocking botocore clients (the store below and the 0.2.0 helpers in utils.s3) ---------
+def client_from_config(config: ClientConfig, botocore_config: Any = None) -> Any:
+    """A blocking botocore S3 client with the settings of ``config`` (and ``botocore_config``
+    merged over them)."""
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = botocore.session.Session(profile=config.profile)
+        kwargs = config.create_client_kwargs(session)
+    except ProfileNotFound as exc:
+        raise InvalidInputError(f"AWS profile {config.profile!r} not found") from exc
+    merged = Config(**config.botocore_options(session=session))
+    if botocore_config is not None:
+        merged = merged.merge(botocore_config)
+        if botocore_config.region_name and "region_name" not in kwargs:
+            kwargs["region_name"] = botocore_config.region_name
+    return session.create_client("s3", config=merged, **kwargs)
+
+
+def boto_error(
+    exc: Exception, what: str, *, bucket: str, key: str | None = None, client: Any = None
+) -> KL3MError:
+    """The :class:`KL3MError` for a botocore failure (the store's mapping, not a copy)."""
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return map_error(exc, what, bucket=bucket, key=key, endpoint_url=endpoint)
+
+
+def botocore_errors() -> tuple[type[Exception], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+def list_params(bucket: str, prefix: str, delimiter: str | None, page_size: int) -> dict[str, Any]:
+    """Arguments of the ListObjectsV2 paginator (only what differs from S3's defaults, so
+    ordered mocks recorded against 0.2.0 see the same request)."""
+    if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+        raise InvalidInputError(f"page_size must be 1..1000, got {page_size!r}")
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if delimiter:
+        params["Delimiter"] = delimiter
+    if page_size != 1000:
+        params["PaginationConfig"] = {"PageSize": page_size}
+    return params
+
+
+def iter_pages(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    delimiter: str | None = None,
+    page_size: int = 1000,
+    extra: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The ListObjectsV2 response pages of ``prefix`` (botocore's paginator)."""
+    params = list_params(bucket, prefix, delimiter, page_size)
+    params.update(extra or {})
+    pages = iter(client.get_paginator("list_objects_v2").paginate(**params))
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except botocore_errors() as exc:
+            raise boto_error(exc, f"listing of {prefix!r}", bucket=bucket, client=client) from exc
+        yield page
 
 
 def _code(exc: ClientError) -> str:
@@ -123,8 +188,6 @@ class Boto3Store(S3Store):
         page_size: int = 1000,
     ) -> AsyncIterator[ListPage]:
         """Yield ListObjectsV2 pages of ``prefix`` (the client's paginator, in the thread)."""
-        from kl3m_data_client.utils.s3 import iter_pages
-
         _check_str(prefix, "prefix", empty=True)
         if start_after is not None:
             _check_str(start_after, "start_after", empty=True)

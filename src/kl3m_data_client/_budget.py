@@ -7,7 +7,7 @@ submitted (input order = ticket order) and charges it in three steps:
 
 1. **Before the GET** it reserves ``BODY_FACTOR x`` the listed size (the body, plus the
    parsed JSON / base64-decoded copies of it that exist while it is decoded). Objects whose
-   size is not listed (explicit ids, items dealt to export workers) reserve
+   size is not listed (explicit ids) reserve
    :data:`UNKNOWN_SIZE` -- a HEAD per document would cost a request each -- and, once the
    GET's headers arrive, top the reservation up to the announced ``Content-Length``
    (:meth:`Lease.admit_body`, asked by the store before it reads the body). A top-up that
@@ -15,7 +15,7 @@ submitted (input order = ticket order) and charges it in three steps:
    unread, the item waits for the bytes like any request (see below) and GETs again (one
    extra request, only for a large unlisted object that meets a full budget). After the
    read, the reservation is set to the real size (or the excess given back).
-2. **While decoding**, every byte that ``_formats.inflate`` produces charges
+2. **While decoding**, every byte that ``_inflate.inflate`` produces charges
    ``INFLATED_FACTOR`` bytes (the inflated bytes, the text decoded from them, the record or
    line made of that) through a context variable, from whichever thread decodes. A thread
    never waits for the event loop: when the charge does not fit, decoding stops with
@@ -63,9 +63,9 @@ BODY_FACTOR = 3
 #: while a record is handed to a JSONL writer, its text, its encoded line and the batch's
 #: copy of that line (measured: a 200 MiB text document peaks at ~3 x 200 MiB).
 INFLATED_FACTOR = 3
-#: Body size assumed for an object whose size is unknown before its GET (explicit ids,
-#: items dealt to export workers). Small: the body is read before its real size is known
-#: anyway, and a large estimate would cut the concurrency of small documents.
+#: Body size assumed before the GET of an object whose size is not listed (explicit ids).
+#: Small, so that small documents keep their concurrency; a larger body is admitted by its
+#: real ``Content-Length`` before it is read (:meth:`Lease.admit_body`).
 UNKNOWN_SIZE = 256 * 1024
 
 _UNITS = {

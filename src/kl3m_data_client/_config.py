@@ -9,7 +9,7 @@ from typing import Any
 
 from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
-from kl3m_data_client._formats import DEFAULT_LIMITS, Limits
+from kl3m_data_client._limits import DEFAULT_LIMITS, Limits
 from kl3m_data_client._version import __version__
 
 DEFAULT_BUCKET = "data.kl3m.ai"

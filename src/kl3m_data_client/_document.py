@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kl3m_data_client._formats import StageContent
 from kl3m_data_client._keys import object_key
@@ -14,8 +14,21 @@ from kl3m_data_client.models.document import (
     RepresentationList,
 )
 
-if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+
+class DocumentSource(Protocol):
+    """What a document handle needs of its client (an :class:`AsyncKL3MClient`): the handle
+    sits below the client and does not import it."""
+
+    async def fetch_content(
+        self, dataset_id: str, document_id: str, stage: Stage | str = ...
+    ) -> StageContent | None:
+        """GET and decode one document's object in ``stage``; None if it does not exist."""
+        ...
+
+    async def exists(self, dataset_id: str, document_id: str, stage: Stage | str = ...) -> bool:
+        """True if the document has an object in ``stage``."""
+        ...
+
 
 _MISSING: Any = object()
 
@@ -93,7 +106,7 @@ class AsyncDocument(DocumentBase):
 
     def __init__(
         self,
-        client: AsyncKL3MClient,
+        client: DocumentSource,
         dataset_id: str,
         document_id: str,
         stage: Stage = Stage.DOCUMENTS,

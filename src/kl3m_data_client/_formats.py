@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import sys
-import zlib
-from dataclasses import dataclass
 from typing import Any
 
-from kl3m_data_client._budget import charge_inflated
-from kl3m_data_client._errors import CorruptObjectError, SizeLimitExceededError
+from kl3m_data_client._errors import CorruptObjectError
+
+# Limits, inflate and the parquet helpers live below this module (the config and the parquet
+# model use them without importing the decoders); they stay importable from here.
+from kl3m_data_client._inflate import has_zlib_header
+from kl3m_data_client._inflate import inflate as inflate
+from kl3m_data_client._limits import DEFAULT_LIMITS as DEFAULT_LIMITS
+from kl3m_data_client._limits import Limits as Limits
+from kl3m_data_client._parquet import parquet_bytes as parquet_bytes
+from kl3m_data_client._parquet import read_parquet_table as read_parquet_table
+from kl3m_data_client._parquet import table_tokens as table_tokens
 from kl3m_data_client.models.document import (
     DocumentContent,
     DocumentMetadata,
@@ -24,19 +30,6 @@ from kl3m_data_client.models.document import (
     RepresentationContent,
 )
 from kl3m_data_client.models.stage import DatasetIndex
-
-MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size caps: ``max_object_bytes`` per GET, ``max_inflated_bytes`` per decompression."""
-
-    max_object_bytes: int = 512 * MiB
-    max_inflated_bytes: int = 1024 * MiB
-
-
-DEFAULT_LIMITS = Limits()
 
 _TEXT_TYPES = frozenset(
     {
@@ -60,50 +53,6 @@ def is_text_mime(mime_type: str | None) -> bool | None:
     return mime.endswith(("+xml", "+json"))
 
 
-#: Output bytes inflated per step: the budget is charged and the cap checked per step.
-INFLATE_STEP = 1 << 20
-
-
-def inflate(data: bytes, key: str, *, limit: int, what: str = "zlib", wbits: int = 15) -> bytes:
-    """Inflate a zlib (or gzip with ``wbits=31``) stream, refusing output above ``limit``.
-
-    The output grows in one buffer (``BytesIO.getvalue`` hands it over without a copy), a
-    step of at most :data:`INFLATE_STEP` bytes at a time, so refusing a bomb costs at most
-    ``limit`` bytes and each step is charged to the memory budget of the current decode.
-    """
-    decompressor = zlib.decompressobj(wbits)
-    first = b""  # most objects inflate in one step: no buffer, no copy
-    out: io.BytesIO | None = None
-    pending: bytes = data
-    size = 0
-    try:
-        while not decompressor.eof:
-            chunk = decompressor.decompress(pending, min(INFLATE_STEP, limit + 1 - size))
-            pending = decompressor.unconsumed_tail
-            if not chunk:  # input exhausted before the end of the stream
-                break
-            size += len(chunk)
-            if size > limit:
-                break
-            charge_inflated(len(chunk))
-            if out is None and not first:
-                first = chunk
-                continue
-            if out is None:
-                out = io.BytesIO()
-                out.write(first)
-                first = b""
-            out.write(chunk)
-            del chunk
-    except zlib.error as exc:
-        raise CorruptObjectError(key, f"invalid {what} data: {exc}") from exc
-    if size > limit:
-        raise SizeLimitExceededError(key, f"{what} data inflates beyond the limit of {limit} bytes")
-    if not decompressor.eof:
-        raise CorruptObjectError(key, f"truncated {what} data")
-    return first if out is None else out.getvalue()
-
-
 if sys.version_info >= (3, 11):
 
     def _strict_b64(value: str) -> bytes:
@@ -120,10 +69,6 @@ def _b64(value: str, key: str, field: str) -> bytes:
         return _strict_b64(value)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
         raise CorruptObjectError(key, f"invalid base64 in {field!r}: {exc}") from exc
-
-
-def _has_zlib_header(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 def _load_json(data: bytes, key: str, what: str) -> Any:
@@ -179,7 +124,7 @@ def _decode_text(value: str, key: str, limits: Limits) -> str:
         packed = _strict_b64(value)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return value
-    if not _has_zlib_header(packed):
+    if not has_zlib_header(packed):
         return value
     raw = inflate(packed, key, limit=limits.max_inflated_bytes)
     try:
@@ -217,34 +162,11 @@ def decode_representation(
     return RepresentationContent(documents=obj["documents"])
 
 
-def parquet_bytes(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """The parquet file inside a parquet-stage object (zlib-compressed or plain)."""
-    if data[:4] == b"PAR1":
-        return data
-    if _has_zlib_header(data):
-        return inflate(data, key, limit=limits.max_inflated_bytes)
-    raise CorruptObjectError(key, "neither zlib-compressed nor plain parquet")
-
-
-def read_parquet_table(key: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Read a parquet-stage object into a ``pyarrow.Table``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    payload = parquet_bytes(key, data, limits)
-    try:
-        # not pq.read_table: its dataset machinery and thread pool cost ~0.5 ms per
-        # one-row object (4x the read) and ~70 MB more peak RSS in a parquet-stage export
-        return pq.ParquetFile(pa.BufferReader(payload)).read(use_threads=False)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise CorruptObjectError(key, f"invalid parquet: {exc}") from exc
-
-
 def decode_parquet(
     key: str, document_id: str, data: bytes, limits: Limits = DEFAULT_LIMITS
 ) -> ParquetContent:
     """Decode a parquet-stage object (the table is parsed now, so corruption shows here)."""
-    content = ParquetContent.from_bytes(document_id, data, key=key)
+    content = ParquetContent.from_bytes(document_id, data, key=key, limits=limits)
     content._table = read_parquet_table(key, data, limits)
     return content
 
@@ -254,57 +176,6 @@ def parquet_tokens(
 ) -> tuple[str, dict[str, list[int]]]:
     """The identifier and token ids per MIME type of a parquet-stage object."""
     return table_tokens(key, read_parquet_table(key, data, limits))
-
-
-def table_tokens(key: str, table: Any) -> tuple[str, dict[str, list[int]]]:
-    """The identifier and token ids per MIME type of a parquet-stage table's first row."""
-    if table.num_rows == 0:
-        raise CorruptObjectError(key, "parquet table has no rows")
-    try:
-        names = table.column_names
-    except ValueError as exc:  # e.g. column names that are not UTF-8
-        raise CorruptObjectError(key, f"unreadable parquet schema: {exc}") from exc
-    if names.count("identifier") > 1 or names.count("representations") != 1:
-        raise CorruptObjectError(
-            key, "parquet table needs exactly one 'representations' column (and one identifier)"
-        )
-    identifier = ""
-    try:
-        if "identifier" in names:
-            value = table.column("identifier")[0].as_py()
-            identifier = "" if value is None else str(value)
-        reps = table.column("representations")[0].as_py()
-    except (pa_errors(), KeyError, ValueError, TypeError) as exc:
-        raise CorruptObjectError(key, f"unreadable parquet row: {exc}") from exc
-    return identifier, _token_map(key, reps)
-
-
-def pa_errors() -> type[Exception]:
-    import pyarrow as pa
-
-    return pa.ArrowException  # type: ignore[no-any-return]
-
-
-def _token_map(key: str, reps: Any) -> dict[str, list[int]]:
-    """``{mime: [ids]}`` from a map column value (a dict or a list of (key, value) pairs)."""
-    if reps is None:
-        return {}
-    if isinstance(reps, dict):
-        pairs = list(reps.items())
-    elif isinstance(reps, list) and all(isinstance(p, tuple) and len(p) == 2 for p in reps):
-        pairs = reps
-    else:
-        raise CorruptObjectError(key, "'representations' is not a map of MIME type to token ids")
-    out: dict[str, list[int]] = {}
-    for mime, ids in pairs:
-        if ids is None:
-            ids = []
-        if not isinstance(ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids
-        ):
-            raise CorruptObjectError(key, f"tokens of {mime!r} are not a list of ids")
-        out[str(mime)] = ids
-    return out
 
 
 def decode_index(

@@ -60,9 +60,10 @@ class _Runner:
         self.loop_thread: int = self.portal.call(threading.get_ident)
         self.client = AsyncKL3MClient(config=config, session=session)
         if s3_client is not None:  # a caller's boto3 client: used as it is (_boto3_store)
-            from kl3m_data_client._boto3_store import use_boto3_client
+            from kl3m_data_client._boto3_store import Boto3Store
 
-            use_boto3_client(self.client, s3_client)
+            # the client sends its requests through the caller's blocking client
+            self.client._store = Boto3Store(self.client.config, s3_client)
         self.closed = False
         self._lock = threading.Lock()
         self._users = 0
@@ -290,7 +291,7 @@ class KL3MClient:
         if self._user_s3_client is not None:
             return self._user_s3_client
         if self._sync_s3_client is None:
-            from kl3m_data_client.utils.s3 import client_from_config
+            from kl3m_data_client._boto3_store import client_from_config
 
             self._sync_s3_client = client_from_config(self.config)
         return self._sync_s3_client

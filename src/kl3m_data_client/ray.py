@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 try:
     import ray
@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "kl3m_data_client.ray needs Ray Data: pip install 'kl3m-data-client[ray]'"
     ) from exc
 
+from kl3m_data_client._client import AsyncKL3MClient
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
 from kl3m_data_client._keys import object_key, stage_prefix
@@ -51,7 +52,7 @@ from kl3m_data_client.export._distributed import (
     merge_shards,
     prepare_destination,
 )
-from kl3m_data_client.export._exporter import (
+from kl3m_data_client.export._items import (
     Item,
     Outcome,
     iter_items,
@@ -62,9 +63,6 @@ from kl3m_data_client.export._records import Record
 from kl3m_data_client.export._report import ExportProgress, ExportReport
 from kl3m_data_client.export._writers import parquet_schema, records_to_table
 from kl3m_data_client.models.common import Stage
-
-if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
 
 __all__ = ["KL3MDatasource", "export_distributed", "read_kl3m"]
 
@@ -216,8 +214,6 @@ async def plan_read_shards(
         return [ReadShard(ids=tuple(ids[cuts[j] : cuts[j + 1]])) for j in range(n)]
     if parallelism <= 1 and planning != "index":
         return [ReadShard()]
-    from kl3m_data_client._client import AsyncKL3MClient
-
     async with AsyncKL3MClient(config=config) as client:
         if planning in ("auto", "index"):
             keys = await _index_keys(client, plan, required=planning == "index")
@@ -274,8 +270,6 @@ async def iter_shard_blocks(
     block_rows: int = BLOCK_ROWS,
 ) -> AsyncIterator[Any]:
     """Arrow tables of the export records of one read shard, in listing (or given) order."""
-    from kl3m_data_client._client import AsyncKL3MClient
-
     schema = parquet_schema(plan.stage, plan.content)
     async with AsyncKL3MClient(config=config) as client:
         outcomes = iter_outcomes(client, plan, items=_shard_items(client, plan, shard))
@@ -575,6 +569,28 @@ def _merge(dest: str, duration: float, processed: int, resumed: bool) -> ExportR
     return merge_shards(dest, duration=duration, processed_this_run=processed, resumed=resumed)
 
 
+def _export_shard(
+    config: ClientConfig,
+    dataset_id: str,
+    destination: str | os.PathLike[str],
+    index: int,
+    count: int,
+    options: dict[str, Any],
+    retry_errors: bool = False,
+) -> dict[str, Any]:
+    """One shard task: :func:`export_shard` with an :class:`AsyncKL3MClient`."""
+    return export_shard(
+        config,
+        dataset_id,
+        destination,
+        index,
+        count,
+        options,
+        retry_errors,
+        client_factory=AsyncKL3MClient,
+    )
+
+
 def export_distributed(
     dataset_id: str,
     destination: str | os.PathLike[str],
@@ -633,7 +649,7 @@ def export_distributed(
         step = ray.remote(**remote_args)
         resumed = ray.get(step(_prepare).remote(dest, fingerprint, resume, overwrite))
         start = time.monotonic()
-        shard_task = ray.remote(export_shard).options(**remote_args)
+        shard_task = ray.remote(_export_shard).options(**remote_args)
         pending = [
             shard_task.remote(public, dataset_id, dest, i, shards, options, retry_errors)
             for i in range(shards)

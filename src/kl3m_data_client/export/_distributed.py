@@ -29,6 +29,7 @@ from typing import Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
+from kl3m_data_client.export._client_api import ClientFactory
 from kl3m_data_client.export._exporter import export
 from kl3m_data_client.export._manifest import (
     FORMAT_VERSION,
@@ -176,20 +177,21 @@ def export_shard(
     count: int,
     options: dict[str, Any],
     retry_errors: bool = False,
+    *,
+    client_factory: ClientFactory,
 ) -> dict[str, Any]:
     """Export shard ``(index, count)`` into its sub-directory of ``destination`` (resuming it;
     with ``retry_errors``, then retrying its recorded per-object errors).
 
-    Blocking: runs its own event loop and its own client built from ``config`` (pass
-    ``config.without_secrets()`` across processes: credentials then come from botocore's
-    chain where this runs). Returns the shard's report as a dict.
+    Blocking: runs its own event loop and its own client, ``client_factory(config=config)``
+    (e.g. ``AsyncKL3MClient``; pass ``config.without_secrets()`` across processes:
+    credentials then come from botocore's chain where this runs). Returns the shard's
+    report as a dict.
     """
     shard_dest = Path(destination) / shard_dir_name(index, count)
 
     async def run() -> ExportReport:
-        from kl3m_data_client._client import AsyncKL3MClient
-
-        async with AsyncKL3MClient(config=config) as client:
+        async with client_factory(config=config) as client:
             return await export(
                 client,
                 dataset_id,

@@ -12,42 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from kl3m_data_client._budget import Budget, Lease, NeedBudget, budgeted_map, released_in_turn
 from kl3m_data_client._errors import (
-    CorruptObjectError,
     InvalidInputError,
     KL3MError,
-    NotFoundError,
-    is_per_object,
 )
-from kl3m_data_client._formats import Limits
-from kl3m_data_client._keys import (
-    document_id_from_key,
-    object_key,
-    stage_prefix,
-    validate_document_id,
-)
-from kl3m_data_client._stream import closing, in_thread
+from kl3m_data_client._stream import closing
+from kl3m_data_client.export._items import Tracker, iter_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     WORKERS_LOCK,
     Manifest,
+    atomic_write,
     clean_temporaries,
     diff_options,
     errors_name,
     new_manifest,
-    part_name,
     read_manifest,
-    stream_part_files,
     update_manifest,
     wipe,
     write_manifest,
@@ -56,295 +43,24 @@ from kl3m_data_client.export._options import PLAN_OPTIONS, ExportPlan, make_plan
 from kl3m_data_client.export._outage import Outage
 from kl3m_data_client.export._records import (
     Record,
-    Skip,
     dedup_key,
-    in_shard,
-    make_record,
 )
 from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
 from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
 from kl3m_data_client.export._seen import SeenSet
-from kl3m_data_client.export._writers import (
-    PartWriter,
-    check_parquet_record,
-    encode_line,
-    open_part,
-    read_part,
-)
+from kl3m_data_client.export._streams import run_stream
+from kl3m_data_client.export._workers import run_workers
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export._client_api import ExportClient
 
 logger = logging.getLogger("kl3m_data_client.export")
-
-#: Objects up to this size are turned into records on the event loop; larger in a thread.
-INLINE_BYTES = 256 * 1024
-#: Minimum seconds between two progress callbacks.
-PROGRESS_INTERVAL = 0.1
-
-
-# ------------------------------------------------------------------------------ counters
-class Tracker:
-    """Sums the counters of all streams and calls ``callback`` at most every 0.1 s."""
-
-    def __init__(self, callback: Callable[[ExportProgress], Any] | None) -> None:
-        self.callback = callback
-        self.start = time.monotonic()
-        self.streams: dict[str, Counters] = {}
-        self.baseline: dict[str, int] = {}
-        self.total: int | None = None
-        self._last = 0.0
-
-    def update(self, stream: str, counters: Counters, *, force: bool = False) -> None:
-        self.streams[stream] = counters
-        self.baseline.setdefault(stream, counters.processed)
-        if self.callback is None:
-            return
-        now = time.monotonic()
-        if force or now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
-            self.callback(self.snapshot())
-
-    def processed_this_run(self) -> int:
-        return sum(c.processed for c in self.streams.values()) - sum(self.baseline.values())
-
-    def snapshot(self, done: bool = False) -> ExportProgress:
-        total = Counters()
-        for c in self.streams.values():
-            total.add(c)
-        return ExportProgress(
-            exported=total.exported,
-            skipped=total.skipped,
-            duplicates=total.duplicates,
-            errors=total.errors,
-            bytes_in=total.bytes_in,
-            bytes_out=total.bytes_out,
-            total=self.total,
-            elapsed=time.monotonic() - self.start,
-            done=done,
-            baseline=sum(self.baseline.values()),
-        )
-
-    def finish(self) -> None:
-        if self.callback is not None:
-            self.callback(self.snapshot(done=True))
-
-
-# ------------------------------------------------------------------------------ source
-@dataclass(slots=True)
-class Item:
-    """One listed (or given) document: its input position, key and id (or why it is bad)."""
-
-    position: int
-    key: str
-    document_id: str
-    error: KL3MError | None = None
-    size: int | None = None  # listed size (None for explicit ids)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What became of one item: a record (``line``: its JSONL encoding, when the fetch step
-    encoded it), a skip reason, or a per-object error (systemic failures are raised)."""
-
-    item: Item
-    record: Record | None = None
-    skip: str | None = None
-    error: KL3MError | None = None
-    bytes_in: int = 0
-    line: bytes | None = None
-    lease: Lease | None = None  # its bytes in the memory budget (the consumer releases it)
-
-
-def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
-    """The ``errors.jsonl`` line of a failed object: key, stage, reason, error (the class
-    name) and status (HTTP) when known."""
-    reason = getattr(exc, "reason", None) or str(exc)
-    line: dict[str, Any] = {"key": key, "stage": stage, "reason": reason}
-    line["error"] = type(exc).__name__
-    if exc.status is not None:
-        line["status"] = exc.status
-    try:
-        return json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
-    except UnicodeEncodeError:  # a lone surrogate in a key or reason: escape it
-        return json.dumps(line).encode("ascii") + b"\n"
-
-
-async def iter_items(
-    client: AsyncKL3MClient,
-    plan: ExportPlan,
-    *,
-    start_after: str | None = None,
-    position: int = 0,
-    sub_shard: tuple[int, int] | None = None,
-    outage: Outage | None = None,
-) -> AsyncIterator[Item]:
-    """The documents to export, in listing (or given) order, restricted to the shard.
-
-    ``position`` counts every input item before the shard filter; a listing resumes with
-    ``start_after`` (S3 StartAfter), explicit ids by skipping ``position`` items. A listing
-    that fails systemically waits on ``outage`` and continues after the last key it listed.
-    """
-    if outage is None:
-        outage = Outage(plan.outage_timeout)
-    stage = Stage(plan.stage)
-    if plan.ids is not None:
-        for index, raw_id in enumerate(plan.ids):
-            if index < position:
-                continue
-            try:
-                doc_id = validate_document_id(raw_id)
-                key = object_key(stage, plan.dataset_id, doc_id)
-            except InvalidInputError as exc:
-                item = Item(index + 1, raw_id, raw_id, error=exc)
-            else:
-                item = Item(index + 1, key, doc_id)
-            if in_shard(item.document_id, plan.shard, sub_shard):
-                yield item
-        return
-    prefix = stage_prefix(stage, plan.dataset_id, plan.key_prefix)
-    after = start_after
-    attempt = 0
-    while True:
-        try:
-            async with closing(client.iter_objects(prefix, start_after=after)) as infos:
-                async for info in infos:
-                    key = after = info.key
-                    attempt = 0
-                    outage.ok()
-                    doc_id = document_id_from_key(key, plan.dataset_id)
-                    if not doc_id:
-                        continue
-                    position += 1
-                    if not in_shard(doc_id, plan.shard, sub_shard):
-                        continue
-                    try:
-                        validate_document_id(doc_id)
-                    except InvalidInputError as exc:
-                        unsafe = CorruptObjectError(key, f"unsafe key: {exc}")
-                        yield Item(position, key, doc_id, error=unsafe)
-                    else:
-                        yield Item(position, key, doc_id, size=info.size)
-            return
-        except KL3MError as exc:
-            if not outage.waitable(exc):
-                raise
-            await outage.wait(exc, attempt)  # then list again after the last key listed
-            attempt += 1
-
-
-def _build(
-    plan: ExportPlan, item: Item, data: bytes, limits: Limits, encode: bool
-) -> Record | Skip | tuple[Record, bytes | None]:
-    """The record of one object and, with ``encode``, what the part writer needs checked or
-    encoded already (its JSONL line): whatever a single object contains fails here, as
-    that object's error, never in the writer."""
-    key = item.key
-    try:
-        result = make_record(
-            plan.stage, key, plan.dataset_id, item.document_id, data, plan.record_filter, limits
-        )
-        if isinstance(result, Skip) or not encode:
-            return result
-        if plan.format == "jsonl":
-            return result, encode_line(result)
-        check_parquet_record(result)
-        return result, None
-    except (KL3MError, NeedBudget):
-        raise
-    except Exception as exc:  # RecursionError, MemoryError, ...: a bad object, never a stop
-        raise CorruptObjectError(key, f"cannot be exported: {type(exc).__name__}: {exc}") from exc
-
-
-def _fetcher(
-    client: AsyncKL3MClient, plan: ExportPlan, outage: Outage, *, encode: bool = False
-) -> Callable[[Item, Lease], Awaitable[Outcome]]:
-    """The fetch step: GET (through outages), decode, filter and, with ``encode``, encode.
-
-    Per-object failures become the outcome's ``error``; systemic ones wait on ``outage``
-    and, when it is spent, raise (the item is never recorded as done).
-    """
-    limits = client.config.limits
-
-    async def fetch(item: Item, lease: Lease) -> Outcome:
-        if item.error is not None:
-            return Outcome(item, error=item.error)
-        await lease.reserve_body(item.size)
-        try:
-            data = await outage.call(lambda: client.store.get(item.key))
-        except KL3MError as exc:
-            if is_per_object(exc):
-                return Outcome(item, error=exc)
-            raise
-        if data is None:
-            return Outcome(item, error=NotFoundError(f"{item.key!r} not found", key=item.key))
-        size = len(data)
-        await lease.body_read(size)
-        try:
-            result = await lease.run(size <= INLINE_BYTES, _build, plan, item, data, limits, encode)
-        except KL3MError as exc:
-            if not is_per_object(exc):
-                raise
-            return Outcome(item, error=exc, bytes_in=size)
-        if isinstance(result, Skip):
-            return Outcome(item, skip=result.reason, bytes_in=size)
-        if isinstance(result, tuple):
-            return Outcome(item, record=result[0], line=result[1], bytes_in=size)
-        return Outcome(item, record=result, bytes_in=size)
-
-    return fetch
-
-
-def iter_outcomes(
-    client: AsyncKL3MClient,
-    plan: ExportPlan,
-    *,
-    start_after: str | None = None,
-    position: int = 0,
-    sub_shard: tuple[int, int] | None = None,
-    items: AsyncIterator[Item] | None = None,
-    outage: Outage | None = None,
-    encode: bool = False,
-    hold: bool = False,
-) -> AsyncIterator[Outcome]:
-    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
-
-    The items are ``items`` when given (a worker fed by the parent's listing), else
-    :func:`iter_items` of the plan. Listing and fetching share one outage clock. Their bytes
-    stay within the plan's memory budget (split between its workers): an outcome holds its
-    bytes until the next one is asked for, or, with ``hold=True``, until the caller calls
-    ``outcome.lease.release()``.
-    """
-    if outage is None:
-        outage = Outage(plan.outage_timeout)
-    if items is None:
-        items = iter_items(
-            client,
-            plan,
-            start_after=start_after,
-            position=position,
-            sub_shard=sub_shard,
-            outage=outage,
-        )
-    fetch = _fetcher(client, plan, outage, encode=encode)
-    budget = Budget(max(1, plan.memory_budget // plan.workers))
-    fetched = budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)
-    if hold:
-        return _with_leases(fetched)
-    return released_in_turn(fetched)
-
-
-async def _with_leases(fetched: AsyncIterator[tuple[Lease, Outcome]]) -> AsyncIterator[Outcome]:
-    async with closing(fetched) as pairs:
-        async for lease, outcome in pairs:
-            outcome.lease = lease
-            yield outcome
 
 
 # ------------------------------------------------------------------------------ records API
 async def iter_export_records(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     dataset_id: str,
     source_stage: Stage | str = Stage.DOCUMENTS,
     key_prefix: str | None = None,
@@ -394,7 +110,7 @@ async def iter_export_records(
                 return
 
 
-def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPlan:
+def _plan(client: ExportClient, dataset_id: str, **options: Any) -> ExportPlan:
     unknown = sorted(set(options) - PLAN_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
@@ -403,281 +119,6 @@ def _plan(client: AsyncKL3MClient, dataset_id: str, **options: Any) -> ExportPla
     if options.get("memory_budget") is None:
         options["memory_budget"] = client.config.memory_budget
     return make_plan(bucket=client.config.bucket, dataset_id=dataset_id, **options)
-
-
-# ------------------------------------------------------------------------------ one stream
-@dataclass
-class StreamState:
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    counters: Counters = field(default_factory=Counters)
-    errors_bytes: int = 0
-    position: int = 0
-    last_key: str | None = None
-    complete: bool = False
-
-
-def _stream_entry(dest: Path, stream: str) -> dict[str, Any]:
-    manifest = read_manifest(dest)
-    return ((manifest or {}).get("streams") or {}).get(stream) or {}
-
-
-def _last_checkpoint(entry: dict[str, Any]) -> dict[str, Any] | None:
-    checkpoint = entry.get("final") if entry.get("complete") else None
-    if checkpoint is None and entry.get("parts"):
-        checkpoint = entry["parts"][-1]
-    return checkpoint
-
-
-def resume_point(dest: Path, stream: str) -> tuple[str | None, int, bool]:
-    """``(last_key, position, complete)`` of a stream's checkpoint (read-only)."""
-    entry = _stream_entry(dest, stream)
-    checkpoint = _last_checkpoint(entry) or {}
-    last_key = checkpoint.get("last_key")
-    return last_key, int(checkpoint.get("position", 0)), bool(entry.get("complete"))
-
-
-def _load_stream(dest: Path, plan: ExportPlan, stream: str) -> StreamState:
-    """Restore a stream from the manifest; remove parts and errors written after it."""
-    entry = _stream_entry(dest, stream)
-    state = StreamState(parts=list(entry.get("parts") or []))
-    checkpoint = _last_checkpoint(entry)
-    if checkpoint is not None:
-        state.counters = Counters.from_dict(checkpoint.get("counters"))
-        state.errors_bytes = int(checkpoint.get("errors_bytes", 0))
-        state.position = int(checkpoint.get("position", 0))
-        state.last_key = checkpoint.get("last_key")
-    state.complete = bool(entry.get("complete"))
-    on_disk = stream_part_files(dest, stream)
-    for index, part in enumerate(state.parts):
-        path = dest / part["path"]
-        if on_disk.get(index) != path or path.stat().st_size != part["bytes"]:
-            raise InvalidInputError(
-                f"part {path} listed in the manifest is missing or has the wrong size; "
-                "pass overwrite=True to export again"
-            )
-    for index, path in on_disk.items():
-        if index >= len(state.parts):  # renamed but not yet in the manifest: redo it
-            path.unlink(missing_ok=True)
-    errors = dest / errors_name(stream)
-    with open(errors, "ab") as fh:
-        if fh.tell() > state.errors_bytes:
-            fh.truncate(state.errors_bytes)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return state
-
-
-def _seen_hashes(dest: Path, plan: ExportPlan, parts: list[dict[str, Any]], stream: str) -> SeenSet:
-    """The dedup seen-set of a stream (on disk, in ``dest``), rebuilt from its parts."""
-    seen = SeenSet(dest / f".dedup{'-' + stream if stream else ''}.sqlite3")
-    try:
-        for part in parts:
-            for record in read_part(dest / part["path"], plan.format, plan.compression):
-                seen.add(dedup_key(record))
-    except BaseException:
-        seen.close()
-        raise
-    return seen
-
-
-def _checkpoint(
-    dest: Path, stream: str, *, part: dict[str, Any] | None, final: dict[str, Any] | None
-) -> None:
-    def change(manifest: Manifest) -> None:
-        entry = manifest["streams"].setdefault(stream, {"parts": [], "complete": False})
-        if part is not None:
-            entry["parts"].append(part)
-        if final is not None:
-            entry["final"] = final
-            entry["complete"] = True
-
-    update_manifest(dest, change)
-
-
-async def run_stream(
-    client: AsyncKL3MClient,
-    plan: ExportPlan,
-    dest: Path,
-    stream: str = "",
-    sub_shard: tuple[int, int] | None = None,
-    on_update: Callable[[Counters, bool], None] | None = None,
-    items: AsyncIterator[Item] | None = None,
-    outage: Outage | None = None,
-) -> Counters:
-    """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
-
-    ``items``: the stream's items after its checkpoint, when the caller lists for it;
-    ``outage``: the run's outage clock (shared with the caller's listing).
-    A systemic failure that outlasts the outage clock raises ExportStoppedError: the open
-    part is dropped and the manifest stays at the last finished part (a rerun resumes).
-    """
-    state = await asyncio.to_thread(_load_stream, dest, plan, stream)
-    counters = state.counters
-    if on_update is not None:
-        on_update(counters, True)
-    if state.complete:
-        return counters
-    seen: SeenSet | None = None
-    if plan.deduplicate:
-        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
-    data_dir = dest / DATA_DIR
-    errors_fh: IO[bytes] = await in_thread(
-        open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
-    )
-    writer: PartWriter | None = None
-    busy = False  # a thread is using ``writer``
-    # The previous batch is encoded and written in a thread while fetching goes on; at most one
-    # write runs at a time, so parts stay byte-identical to a sequential run.
-    write_task: asyncio.Future[None] | None = None
-    # memory budget: a record holds its bytes until the batch that holds it is written (the
-    # open batch's records are parked: the next document must not wait for them)
-    batch_leases: list[Lease] = []
-
-    def release(leases: list[Lease]) -> None:
-        for lease in leases:
-            lease.release()
-        leases.clear()
-
-    def release_when_written(task: asyncio.Future[Any]) -> None:
-        leases = list(batch_leases)
-        batch_leases.clear()
-        for lease in leases:
-            lease.park(False)
-        task.add_done_callback(lambda _: release(leases))
-
-    async def wait_for_write() -> None:
-        nonlocal write_task, busy
-        if write_task is not None:
-            task, write_task = write_task, None
-            try:
-                await task
-            finally:
-                busy = False
-
-    first_key = ""
-    position = state.position
-    last_key = state.last_key
-
-    def checkpoint_state(**extra: Any) -> dict[str, Any]:
-        errors_fh.flush()
-        os.fsync(errors_fh.fileno())
-        return {
-            "counters": counters.as_dict(),
-            "errors_bytes": errors_fh.tell(),
-            "position": position,
-            "last_key": last_key,
-            **extra,
-        }
-
-    async def finish_part() -> None:
-        nonlocal writer, busy
-        assert writer is not None
-        await wait_for_write()
-        w, pending = writer, writer.take_batch()
-        busy = True
-        finishing = asyncio.ensure_future(asyncio.to_thread(w.finish, pending))
-        release_when_written(finishing)
-        sha, size = await finishing
-        busy = False
-        writer = None
-        counters.bytes_out += size
-        part = {
-            "path": f"{DATA_DIR}/{w.final.name}",
-            "records": w.records,
-            "sha256": sha,
-            "bytes": size,
-            "first_key": first_key,
-        }
-
-        def commit() -> None:
-            part.update(checkpoint_state())
-            _checkpoint(dest, stream, part=part, final=None)
-
-        await asyncio.to_thread(commit)
-        state.parts.append(part)
-
-    limit = plan.max_documents
-    if outage is None:
-        outage = Outage(plan.outage_timeout)
-    try:
-        if limit is None or counters.exported < limit:
-            outcomes = iter_outcomes(
-                client,
-                plan,
-                start_after=None if plan.ids is not None else state.last_key,
-                position=state.position,
-                sub_shard=sub_shard,
-                items=items,
-                outage=outage,
-                encode=True,
-                hold=True,
-            )
-            async with closing(outcomes) as stream_outcomes:
-                async for oc in stream_outcomes:
-                    counters.bytes_in += oc.bytes_in
-                    position, last_key = oc.item.position, oc.item.key
-                    record = oc.record
-                    if oc.error is not None:
-                        counters.errors += 1
-                        errors_fh.write(error_line(oc.item.key, plan.stage, oc.error))
-                        errors_fh.flush()
-                    elif record is None:
-                        counters.skipped += 1
-                    elif seen is not None and not seen.add(dedup_key(record)):
-                        counters.duplicates += 1
-                    else:
-                        if writer is None:
-                            name = part_name(stream, len(state.parts), plan.extension)
-                            writer = await in_thread(
-                                open_part,
-                                data_dir / name,
-                                plan.format,
-                                plan.compression,
-                                plan.stage,
-                                plan.content,
-                                discard=lambda w: w.abort(),
-                            )
-                            first_key = oc.item.key
-                        counters.exported += 1
-                        if oc.lease is not None:
-                            batch_leases.append(oc.lease)
-                            oc.lease = None
-                        if writer.add(record, oc.line):
-                            await wait_for_write()
-                            busy = True
-                            write_task = asyncio.ensure_future(
-                                asyncio.to_thread(writer.write_batch, writer.take_batch())
-                            )
-                            release_when_written(write_task)
-                        elif batch_leases:
-                            batch_leases[-1].park()
-                        if writer.records >= plan.records_per_part:
-                            await finish_part()
-                        if limit is not None and counters.exported >= limit:
-                            break
-                    if oc.lease is not None:  # not handed to the writer
-                        oc.lease.release()
-                    if on_update is not None:
-                        on_update(counters, False)
-        if writer is not None:
-            await finish_part()
-        await asyncio.to_thread(
-            lambda: _checkpoint(dest, stream, part=None, final=checkpoint_state())
-        )
-    finally:
-        if write_task is not None:  # a thread cannot be cancelled: let it end, then abort
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(write_task)
-            busy = False
-        if writer is not None and not busy:
-            writer.abort()
-        release(batch_leases)
-        if seen is not None:
-            seen.close()
-        errors_fh.close()
-    if on_update is not None:
-        on_update(counters, True)
-    return counters
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -774,8 +215,6 @@ def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
             path = dest / errors_name(name)
             if path.exists():
                 chunks.append(path.read_bytes())
-        from kl3m_data_client.export._manifest import atomic_write
-
         atomic_write(dest / errors_name(""), b"".join(chunks))
 
     def change(manifest: Manifest) -> None:
@@ -842,7 +281,7 @@ def build_report(
     )
 
 
-async def _fetch_total(client: AsyncKL3MClient, plan: ExportPlan, tracker: Tracker) -> None:
+async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker) -> None:
     """The expected document count from the dataset index (progress only; failures ignored)."""
     if plan.ids is not None or plan.shard is not None:
         return
@@ -867,7 +306,7 @@ def _resolve_destination(destination: str | os.PathLike[str]) -> Path:
 
 
 async def export(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     dataset_id: str,
     destination: str | os.PathLike[str],
     *,
@@ -914,8 +353,6 @@ async def export(
                     outage=outage,
                 )
             else:
-                from kl3m_data_client.export._workers import run_workers
-
                 await run_workers(client, plan, dest, tracker, outage)
             manifest = await asyncio.to_thread(_finalize, dest, plan)
         else:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._keys import document_id_from_key, stage_prefix, validate_document_id
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._items import Item, error_line, iter_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     Manifest,
@@ -42,8 +43,7 @@ from kl3m_data_client.export._writers import PartWriter, open_part, read_part
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import Item
+    from kl3m_data_client.export._client_api import ExportClient
     from kl3m_data_client.export._options import ExportPlan
     from kl3m_data_client.export._outage import Outage
 
@@ -66,8 +66,6 @@ def repair_errors(dest: Path, manifest: Manifest) -> None:
 
 def _retry_items(lines: list[bytes], plan: ExportPlan) -> tuple[list[Item], list[bytes]]:
     """The items to fetch again, and the lines kept as they are (not retryable)."""
-    from kl3m_data_client.export._exporter import Item
-
     prefix = stage_prefix(Stage(plan.stage), plan.dataset_id)
     items: list[Item] = []
     kept: list[bytes] = []
@@ -91,7 +89,7 @@ async def _aiter(items: list[Item]) -> AsyncIterator[Item]:
 
 
 async def retry_round(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     dest: Path,
     outage: Outage,
@@ -99,8 +97,6 @@ async def retry_round(
 ) -> dict[str, Any] | None:
     """Run one retry round on the finished export in ``dest``; its manifest entry (None when
     ``errors.jsonl`` is empty)."""
-    from kl3m_data_client.export._exporter import error_line, iter_outcomes
-
     errors_path = dest / errors_name("")
     raw = await asyncio.to_thread(lambda: errors_path.read_bytes() if errors_path.exists() else b"")
     lines = [line + b"\n" for line in raw.splitlines() if line.strip()]

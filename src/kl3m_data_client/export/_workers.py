@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._client_api import factory_of
+from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import ExportStoppedError, Outage
+from kl3m_data_client.export._streams import resume_point, run_stream
 
 if TYPE_CHECKING:
-    from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import Item, Tracker
+    from kl3m_data_client.export._client_api import ClientFactory, ExportClient
     from kl3m_data_client.export._report import Counters
 
 #: Seconds between two progress messages of a worker.
@@ -46,19 +48,18 @@ ORPHAN_CHECK_INTERVAL = 0.2
 DEAL_BATCH = 256
 DEAL_DEPTH = 16
 
-#: One dealt item: (position, key, document_id, error).
-Dealt = tuple[int, str, str, "KL3MError | None"]
+#: One dealt item: (position, key, document_id, error, listed size).
+Dealt = tuple[int, str, str, "KL3MError | None", "int | None"]
 
 
 async def _deal(
-    client: AsyncKL3MClient,
+    client: ExportClient,
     plan: ExportPlan,
     dest: Path,
     send: list[Callable[[list[Dealt] | None], Awaitable[None]]],
     outage: Outage,
 ) -> None:
     """List the dataset once; send worker ``j`` the items of its shard after its checkpoint."""
-    from kl3m_data_client.export._exporter import iter_items, resume_point
     from kl3m_data_client.export._records import worker_of
 
     points = [await asyncio.to_thread(resume_point, dest, f"w{j}") for j in range(len(send))]
@@ -78,7 +79,7 @@ async def _deal(
                 if j not in todo or (last_key is not None and item.key <= last_key):
                     continue
                 batch = batches[j]
-                batch.append((item.position, item.key, item.document_id, item.error))
+                batch.append((item.position, item.key, item.document_id, item.error, item.size))
                 if len(batch) >= DEAL_BATCH:
                     batches[j] = []
                     await send[j](batch)
@@ -116,11 +117,9 @@ def _get(q: Any) -> list[Dealt] | None:
 
 async def _dealt(receive: Callable[[], Awaitable[list[Dealt] | None]]) -> AsyncIterator[Item]:
     """The items dealt to this worker, in order, until the parent's end marker."""
-    from kl3m_data_client.export._exporter import Item
-
     while (batch := await receive()) is not None:
-        for position, key, document_id, error in batch:
-            yield Item(position, key, document_id, error)
+        for position, key, document_id, error, size in batch:
+            yield Item(position, key, document_id, error, size)
 
 
 def _picklable(exc: BaseException, j: int) -> BaseException:
@@ -134,11 +133,14 @@ def _picklable(exc: BaseException, j: int) -> BaseException:
 
 
 async def _work(
-    config: ClientConfig, plan: ExportPlan, dest: Path, j: int, q: Any, inbox: Any
+    factory: ClientFactory,
+    config: ClientConfig,
+    plan: ExportPlan,
+    dest: Path,
+    j: int,
+    q: Any,
+    inbox: Any,
 ) -> None:
-    from kl3m_data_client._client import AsyncKL3MClient
-    from kl3m_data_client.export._exporter import run_stream
-
     last = 0.0
 
     def on_update(counters: Counters, force: bool) -> None:
@@ -150,7 +152,7 @@ async def _work(
 
     items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
     with file_lock(dest / WORKERS_LOCK, shared=True):  # see _DestinationLock.acquire
-        async with AsyncKL3MClient(config=config) as client:
+        async with factory(config=config) as client:
             stream = asyncio.ensure_future(
                 run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
             )
@@ -170,11 +172,18 @@ async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
 
 
 def worker_main(
-    config: ClientConfig, plan: ExportPlan, dest: str, j: int, q: Any, inbox: Any = None
+    factory: ClientFactory,
+    config: ClientConfig,
+    plan: ExportPlan,
+    dest: str,
+    j: int,
+    q: Any,
+    inbox: Any = None,
 ) -> None:
-    """Entry point of worker ``j`` (runs in a spawned process); ``inbox``: its dealt items."""
+    """Entry point of worker ``j`` (runs in a spawned process, with a client from ``factory``);
+    ``inbox``: its dealt items."""
     try:
-        asyncio.run(_work(config, plan, Path(dest), j, q, inbox))
+        asyncio.run(_work(factory, config, plan, Path(dest), j, q, inbox))
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -211,14 +220,13 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
 
 
 async def run_workers(
-    client: AsyncKL3MClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
+    client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
     """Run ``plan.workers`` workers to completion (or stop them all on failure).
 
     Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
     The listing and worker 0 share ``outage``; each spawned worker has its own clock.
     """
-    from kl3m_data_client.export._exporter import run_stream
     from kl3m_data_client.export._report import Counters
 
     ctx = multiprocessing.get_context("spawn")
@@ -231,7 +239,7 @@ async def run_workers(
     procs = {
         j: ctx.Process(
             target=worker_main,
-            args=(client.config, plan, str(dest), j, q, inboxes[j]),
+            args=(factory_of(client), client.config, plan, str(dest), j, q, inboxes[j]),
             name=f"kl3m-export-w{j}",
         )
         for j in range(1, plan.workers)

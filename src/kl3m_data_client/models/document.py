@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kl3m_data_client._limits import DEFAULT_LIMITS, Limits
+from kl3m_data_client._parquet import read_parquet_table, table_tokens
+
 __all__ = [
     "DEFAULT_TOKENIZER",
     "DocumentContent",
@@ -310,18 +313,20 @@ class ParquetContent:
     size: int
     key: str = ""
     _table: Any = field(default=None, repr=False, compare=False)
+    #: the size caps the table is read under (the client's, when the client decoded it)
+    limits: Limits = field(default=DEFAULT_LIMITS, repr=False, compare=False)
 
     @classmethod
-    def from_bytes(cls, document_id: str, data: bytes, key: str = "") -> ParquetContent:
-        """Wrap an object's bytes; the table is parsed on first use."""
-        return cls(document_id=document_id, data=data, size=len(data), key=key)
+    def from_bytes(
+        cls, document_id: str, data: bytes, key: str = "", limits: Limits = DEFAULT_LIMITS
+    ) -> ParquetContent:
+        """Wrap an object's bytes; the table is parsed on first use, under ``limits``."""
+        return cls(document_id=document_id, data=data, size=len(data), key=key, limits=limits)
 
     def get_table(self) -> Any:
         """The parquet file as a ``pyarrow.Table`` (raises CorruptObjectError if unreadable)."""
         if self._table is None:
-            from kl3m_data_client._formats import read_parquet_table
-
-            self._table = read_parquet_table(self.key or self.document_id, self.data)
+            self._table = read_parquet_table(self.key or self.document_id, self.data, self.limits)
         return self._table
 
     def get_data(self) -> bytes:
@@ -369,8 +374,6 @@ class ParquetContent:
         return self._tokens()[1]
 
     def _tokens(self) -> tuple[str, dict[str, list[int]]]:
-        from kl3m_data_client._formats import table_tokens
-
         return table_tokens(self.key or self.document_id, self.get_table())
 
     def save_to_file(self, file_path: str) -> bool:

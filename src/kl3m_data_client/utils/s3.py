@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kl3m_data_client._errors import CorruptObjectError, InvalidInputError, KL3MError
+from kl3m_data_client._boto3_store import (
+    boto_error,
+    botocore_errors,
+    client_from_config,
+    iter_pages,
+    list_params,
+)
+from kl3m_data_client._errors import CorruptObjectError, InvalidInputError
 from kl3m_data_client._formats import (
     DEFAULT_LIMITS,
     bytes_to_content,
@@ -26,7 +33,7 @@ from kl3m_data_client._keys import stage_prefix
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
-    from kl3m_data_client._config import ClientConfig
+    pass
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -121,26 +128,6 @@ def get_s3_client(
     )
 
 
-def client_from_config(config: ClientConfig, botocore_config: Any = None) -> Any:
-    """A blocking botocore S3 client with the settings of ``config`` (and ``botocore_config``
-    merged over them)."""
-    import botocore.session
-    from botocore.config import Config
-    from botocore.exceptions import ProfileNotFound
-
-    try:
-        session = botocore.session.Session(profile=config.profile)
-        kwargs = config.create_client_kwargs(session)
-    except ProfileNotFound as exc:
-        raise InvalidInputError(f"AWS profile {config.profile!r} not found") from exc
-    merged = Config(**config.botocore_options(session=session))
-    if botocore_config is not None:
-        merged = merged.merge(botocore_config)
-        if botocore_config.region_name and "region_name" not in kwargs:
-            kwargs["region_name"] = botocore_config.region_name
-    return session.create_client("s3", config=merged, **kwargs)
-
-
 # -- errors --------------------------------------------------------------------------------
 def _error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
@@ -151,59 +138,7 @@ def _is_missing(exc: BaseException) -> bool:
     return _error_code(exc) in _MISSING_CODES
 
 
-def boto_error(
-    exc: Exception, what: str, *, bucket: str, key: str | None = None, client: Any = None
-) -> KL3MError:
-    """The :class:`KL3MError` for a botocore failure (the store's mapping, not a copy)."""
-    from kl3m_data_client._boto3_store import map_error
-
-    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
-    return map_error(exc, what, bucket=bucket, key=key, endpoint_url=endpoint)
-
-
-def _botocore_errors() -> tuple[type[Exception], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError)
-
-
 # -- listing -------------------------------------------------------------------------------
-def _list_params(bucket: str, prefix: str, delimiter: str | None, page_size: int) -> dict[str, Any]:
-    """Arguments of the ListObjectsV2 paginator (only what differs from S3's defaults, so
-    ordered mocks recorded against 0.2.0 see the same request)."""
-    if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
-        raise InvalidInputError(f"page_size must be 1..1000, got {page_size!r}")
-    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-    if delimiter:
-        params["Delimiter"] = delimiter
-    if page_size != 1000:
-        params["PaginationConfig"] = {"PageSize": page_size}
-    return params
-
-
-def iter_pages(
-    client: Any,
-    bucket: str,
-    prefix: str,
-    *,
-    delimiter: str | None = None,
-    page_size: int = 1000,
-    extra: dict[str, Any] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """The ListObjectsV2 response pages of ``prefix`` (botocore's paginator)."""
-    params = _list_params(bucket, prefix, delimiter, page_size)
-    params.update(extra or {})
-    pages = iter(client.get_paginator("list_objects_v2").paginate(**params))
-    while True:
-        try:
-            page = next(pages)
-        except StopIteration:
-            return
-        except _botocore_errors() as exc:
-            raise boto_error(exc, f"listing of {prefix!r}", bucket=bucket, client=client) from exc
-        yield page
-
-
 def iter_prefix(
     client: Any,
     bucket: str,
@@ -256,7 +191,7 @@ def check_object_exists(
     """
     try:
         client.head_object(Bucket=bucket, Key=key)
-    except _botocore_errors() as exc:
+    except botocore_errors() as exc:
         if _is_missing(exc):
             return False
         raise boto_error(exc, f"object {key!r}", bucket=bucket, key=key, client=client) from exc
@@ -278,7 +213,7 @@ def get_object_bytes(
             data: bytes = body.read()
         finally:
             body.close()
-    except _botocore_errors() as exc:
+    except botocore_errors() as exc:
         if _is_missing(exc):
             return None
         raise boto_error(exc, f"object {key!r}", bucket=bucket, key=key, client=client) from exc
@@ -310,7 +245,7 @@ def put_object_bytes(
     body = data.encode("utf-8") if isinstance(data, str) else data
     try:
         client.put_object(Bucket=bucket, Key=key, Body=body)
-    except _botocore_errors() as exc:
+    except botocore_errors() as exc:
         raise boto_error(exc, f"upload of {key!r}", bucket=bucket, key=key, client=client) from exc
     return True
 
@@ -407,14 +342,14 @@ async def async_iter_pages(
     client: Any, bucket: str, prefix: str, *, delimiter: str | None = None, page_size: int = 1000
 ) -> AsyncIterator[dict[str, Any]]:
     """Async :func:`iter_pages` for an aiobotocore client."""
-    params = _list_params(bucket, prefix, delimiter, page_size)
+    params = list_params(bucket, prefix, delimiter, page_size)
     pages = client.get_paginator("list_objects_v2").paginate(**params).__aiter__()
     while True:
         try:
             page = await pages.__anext__()
         except StopAsyncIteration:
             return
-        except _botocore_errors() as exc:
+        except botocore_errors() as exc:
             raise boto_error(exc, f"listing of {prefix!r}", bucket=bucket, client=client) from exc
         yield page
 
@@ -449,7 +384,7 @@ async def async_check_object_exists(client: Any, bucket: str, key: str) -> bool:
     """Async :func:`check_object_exists` for an aiobotocore client."""
     try:
         await client.head_object(Bucket=bucket, Key=key)
-    except _botocore_errors() as exc:
+    except botocore_errors() as exc:
         if _is_missing(exc):
             return False
         raise boto_error(exc, f"object {key!r}", bucket=bucket, key=key, client=client) from exc
@@ -462,7 +397,7 @@ async def async_get_object_bytes(client: Any, bucket: str, key: str) -> bytes | 
         response = await client.get_object(Bucket=bucket, Key=key)
         async with response["Body"] as body:
             data: bytes = await body.read()
-    except _botocore_errors() as exc:
+    except botocore_errors() as exc:
         if _is_missing(exc):
             return None
         raise boto_error(exc, f"object {key!r}", bucket=bucket, key=key, client=client) from exc
