@@ -76,9 +76,9 @@ if hook:
     if kind == "slow":
         from kl3m_data_client._store import S3Store
         real_get = S3Store.get
-        async def get(self, key):
+        async def get(self, key, **options):
             await asyncio.sleep(n)
-            return await real_get(self, key)
+            return await real_get(self, key, **options)
         S3Store.get = get
 
 from kl3m_data_client import AsyncKL3MClient, Limits
