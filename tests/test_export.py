@@ -295,8 +295,12 @@ async def test_corrupt_objects_go_to_errors_jsonl(
         bad = sorted(k for k in corrupt if k.startswith(f"{stage}/"))
         assert sorted(e["key"] for e in lines) == bad
         assert all(e["stage"] == stage and e["reason"] for e in lines)
-        assert report.errors == len(bad) and report.partial
-        assert report.exported + report.errors + report.skipped == len(bad) + report.exported
+        # the dirty dataset holds only corrupt objects: each one is an error, none is lost
+        # to "skipped" and none is exported
+        keys = [k for k in kl3m_corpus_bucket.corpus.objects if k.startswith(f"{stage}/dirty/")]
+        assert set(keys) == set(bad)
+        assert (report.exported, report.errors, report.skipped) == (0, len(bad), 0)
+        assert report.partial
 
 
 async def test_errors_do_not_stop_the_good_documents(kl3m_bucket: Any, tmp_path: Path) -> None:
