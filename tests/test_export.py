@@ -400,21 +400,51 @@ async def test_iter_jsonl_export_raises_on_bad_objects_unless_skipping(
 
 
 def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
-    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes."""
+    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes.
+
+    Two checks: every record orjson is allowed to encode (``_plain``) gives json.dumps's bytes
+    when encoded by orjson itself; and :func:`encode_line`, whichever path it takes, gives
+    the bytes of an independent stdlib reference for any record (floats, big ints included).
+    """
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     from kl3m_data_client.export import _writers
 
-    assert _writers._orjson is not None, "orjson (extra 'fast') must be installed for this test"
+    orjson = _writers._orjson
+    assert orjson is not None, "orjson (extra 'fast') must be installed for this test"
 
     def stdlib(record: dict[str, Any]) -> bytes:
+        """The reference: json.dumps, compact, UTF-8; lone surrogates escaped."""
         try:
-            return (_writers._dumps(record) + "\n").encode("utf-8")
+            return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         except UnicodeEncodeError:
             return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
-    values = st.recursive(
+    def orjson_line(record: dict[str, Any]) -> bytes:
+        line: bytes = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return line
+
+    # what the fast path takes: exact str / int64-or-uint64 / bool / None / list / dict
+    plain_values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.text(),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+        max_leaves=20,
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.text(), plain_values, max_size=6))
+    def check_orjson(record: dict[str, Any]) -> None:
+        assert _writers._plain(record)
+        assert orjson_line(record) == stdlib(record)
+        assert _writers.encode_line(record) == stdlib(record)
+
+    check_orjson()
+
+    any_values = st.recursive(
         st.none()
         | st.booleans()
         | st.integers(min_value=-(2**70), max_value=2**70)
@@ -425,15 +455,16 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     )
 
     @settings(max_examples=400, deadline=None)
-    @given(st.dictionaries(st.text(), values, max_size=6))
-    def check(record: dict[str, Any]) -> None:
+    @given(st.dictionaries(st.text(), any_values, max_size=6))
+    def check_any(record: dict[str, Any]) -> None:
         line = _writers.encode_line(record)
         assert line == stdlib(record)
-        assert json.loads(line) == json.loads(stdlib(record))
         line.decode("utf-8")  # always valid UTF-8, lone surrogates included
 
-    check()
+    check_any()
     every_char = {"text": "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)}
+    assert _writers._plain(every_char)
+    assert orjson_line(every_char) == stdlib(every_char)
     assert _writers.encode_line(every_char) == stdlib(every_char)
     assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'
 
