@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -469,24 +470,59 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'
 
 
+def _flock_held_on(path: Path) -> bool:
+    """True when /proc/locks lists an exclusive flock on ``path``'s inode (read-only probe)."""
+    st = path.stat()
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" not in fields and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]:
+            if fields[5] == device:
+                return True
+    return False
+
+
+def _open_fds_to(path: Path) -> int:
+    """How many of this process's file descriptors point at ``path``."""
+    target = str(path.resolve())
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd) == target
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/locks")
 def test_export_waits_for_workers_of_a_killed_run(kl3m_corpus_bucket: Any, tmp_path: Path) -> None:
     """A worker of an earlier run (its parent killed) still holds the workers lock: a new run
     does not touch the destination until it is released."""
     import fcntl
     import threading
-    import time
 
     dest = tmp_path / "out"
     dest.mkdir()
-    fd = os.open(dest / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    export_lock = dest / ".export.lock"
+    export_lock.touch()
+    workers_lock = dest / ".workers.lock"
+    fd = os.open(workers_lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)  # what a running worker holds
     result: list[Any] = []
     with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
         run = threading.Thread(target=lambda: result.append(client.export(DATASET, dest)))
         run.start()
         try:
-            time.sleep(0.5)
-            assert run.is_alive() and not (dest / "manifest.json").exists()
+            # the event: the run holds the destination lock and has the workers lock open,
+            # i.e. it is waiting for the earlier run's workers (polled, never a fixed sleep)
+            waiting = threading.Event()
+            while run.is_alive() and not (
+                _flock_held_on(export_lock) and _open_fds_to(workers_lock) == 2
+            ):
+                waiting.wait(0.005)
+            assert run.is_alive(), result
+            assert not (dest / "manifest.json").exists()
+            assert sorted(p.name for p in dest.iterdir()) == [".export.lock", ".workers.lock"]
         finally:
             os.close(fd)
         run.join(60)
