@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
@@ -476,9 +477,9 @@ def _flock_held_on(path: Path) -> bool:
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if "->" not in fields and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]:
-            if fields[5] == device:
-                return True
+        # "1: FLOCK ADVISORY WRITE pid maj:min:inode 0 EOF"; a waiter's line has "->" first
+        if (fields[1], fields[3], fields[5]) == ("FLOCK", "WRITE", device):
+            return True
     return False
 
 
@@ -487,10 +488,8 @@ def _open_fds_to(path: Path) -> int:
     target = str(path.resolve())
     count = 0
     for fd in Path("/proc/self/fd").iterdir():
-        try:
+        with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(fd) == target
-        except OSError:  # closed meanwhile
-            pass
     return count
 
 
