@@ -106,10 +106,14 @@ def run(
     timeout: float = 120,
     process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run kl3m-client in-process, or as ``python -m kl3m_data_client.cli`` if ``process``."""
+    """Run kl3m-client in-process, or as ``python -m kl3m_data_client.cli`` if ``process``.
+
+    Other test modules importing this helper (no ``_current_request`` fixture there) always
+    get the subprocess.
+    """
     argv = ["--endpoint-url", endpoint, "--bucket", bucket] if endpoint is not None else []
     argv += args
-    if not process:
+    if not process and _REQUEST:
         return _main_in_process(argv, env or cli_env(), cwd)
     return subprocess.run(
         [sys.executable, "-m", "kl3m_data_client.cli", *argv],
