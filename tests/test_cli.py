@@ -1,6 +1,10 @@
-"""kl3m-client end to end: the CLI runs as a subprocess against the local S3 bucket.
+"""kl3m-client end to end against the local S3 bucket.
 
-Nothing is mocked: every command talks HTTP to the moto server of the pytest plugin
+Most commands run in-process through ``kl3m_data_client.cli.main(argv)`` (output captured
+with ``capsys``, environment set with ``monkeypatch``); a few smoke tests run the real
+``python -m kl3m_data_client.cli`` process: ``--help``/``--version``, a traceback with
+``--verbose``, an unreachable endpoint's exit status, raw bytes on stdout, a closed pipe and
+Ctrl-C. Nothing is mocked: every command talks HTTP to the moto server of the pytest plugin
 (``kl3m_corpus_bucket``: 200 documents and the ``dirty`` dataset), to a stdlib HTTP server
 answering 403 (bad credentials) or to a closed loopback port (unreachable endpoint).
 """
@@ -52,6 +56,47 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_REQUEST: list[pytest.FixtureRequest] = []
+
+
+@pytest.fixture(autouse=True)
+def _current_request(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Lets :func:`run` reach the running test's ``capsys`` without a parameter per test."""
+    _REQUEST.append(request)
+    try:
+        yield
+    finally:
+        _REQUEST.remove(request)
+
+
+def _main_in_process(
+    argv: list[str], env: dict[str, str], cwd: Path | None
+) -> subprocess.CompletedProcess[str]:
+    """``main(argv)`` with exactly ``env`` as the environment; stdout/stderr from capsys."""
+    import logging
+
+    from kl3m_data_client.cli import main
+
+    capsys = _REQUEST[-1].getfixturevalue("capsys")
+    capsys.readouterr()  # drop what came before
+    logger = logging.getLogger("kl3m_data_client")
+    handlers, level = list(logger.handlers), logger.level  # --verbose adds a handler
+    with pytest.MonkeyPatch.context() as mp:
+        for name in set(os.environ) - set(env):
+            mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        if cwd is not None:
+            mp.chdir(cwd)
+        try:
+            status = main(argv)
+        finally:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, status, out, err)
+
+
 def run(
     *args: str,
     endpoint: str | None = None,
@@ -59,12 +104,19 @@ def run(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "kl3m_data_client.cli"]
-    if endpoint is not None:
-        cmd += ["--endpoint-url", endpoint, "--bucket", bucket]
+    """Run kl3m-client in-process, or as ``python -m kl3m_data_client.cli`` if ``process``.
+
+    Other test modules importing this helper (no ``_current_request`` fixture there) always
+    get the subprocess.
+    """
+    argv = ["--endpoint-url", endpoint, "--bucket", bucket] if endpoint is not None else []
+    argv += args
+    if not process and _REQUEST:
+        return _main_in_process(argv, env or cli_env(), cwd)
     return subprocess.run(
-        [*cmd, *args],
+        [sys.executable, "-m", "kl3m_data_client.cli", *argv],
         capture_output=True,
         text=True,
         env=env or cli_env(),
@@ -137,7 +189,7 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
 def test_version() -> None:
     from kl3m_data_client import __version__
 
-    proc = run("--version")
+    proc = run("--version", process=True)
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"kl3m-client {__version__}"
 
@@ -556,9 +608,17 @@ class _Forbidden(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _ForbiddenServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up on the 403 is expected; anything else is printed as usual
+        (the CLI runs in-process: the server's stderr is the captured CLI stderr)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture(scope="module")
 def forbidden_endpoint() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    server = _ForbiddenServer(("127.0.0.1", 0), _Forbidden)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -579,7 +639,7 @@ def test_bad_credentials_exit_1(forbidden_endpoint: str, args: list[str]) -> Non
 
 
 def test_tracebacks_only_with_verbose(forbidden_endpoint: str) -> None:
-    proc = run("--verbose", "list", endpoint=forbidden_endpoint)
+    proc = run("--verbose", "list", endpoint=forbidden_endpoint, process=True)
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr
     assert SECRET not in proc.stderr
@@ -599,6 +659,7 @@ def test_unreachable_endpoint_exit_1() -> None:
         "status",
         "usc",
         endpoint=f"http://127.0.0.1:{port}",
+        process=True,
     )
     assert time.monotonic() - start < 30
     assert proc.returncode == 1

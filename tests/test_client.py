@@ -202,8 +202,12 @@ async def test_stream_bounds_requests_in_flight_and_backpressure(kl3m_corpus_buc
         state["sent"] += 1
         state["peak"] = max(state["peak"], state["inflight"])
 
+    idle = asyncio.Event()  # set when no GetObject is in flight
+
     def after(**_: Any) -> None:
         state["inflight"] -= 1
+        if state["inflight"] == 0:
+            idle.set()
 
     session.register("before-send.s3.GetObject", before)
     session.register("after-call.s3.GetObject", after)
@@ -217,8 +221,19 @@ async def test_stream_bounds_requests_in_flight_and_backpressure(kl3m_corpus_buc
         stream = c.stream_documents(dataset)
         first = await stream.__anext__()
         assert first is not None
-        await asyncio.sleep(0.5)  # a slow consumer: fetching must stop at the window
-        assert state["sent"] <= 2 * 4 + 1
+        # a consumer that takes nothing more: fetching must stop at the window. Wait for the
+        # event "nothing in flight although more than the window is left"; a stream without
+        # backpressure keeps sending until the dataset is done instead.
+        window = 2 * 4
+        while True:
+            idle.clear()
+            if state["inflight"] == 0 and state["sent"] >= window:
+                break
+            await idle.wait()
+        for _ in range(50):  # let every ready callback run: none may start a request
+            await asyncio.sleep(0)
+        assert state["inflight"] == 0
+        assert state["sent"] <= window + 1 < total
         rest = [d async for d in stream]
     assert 1 + len(rest) == total
     assert state["peak"] <= 4

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
 import itertools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -295,8 +297,12 @@ async def test_corrupt_objects_go_to_errors_jsonl(
         bad = sorted(k for k in corrupt if k.startswith(f"{stage}/"))
         assert sorted(e["key"] for e in lines) == bad
         assert all(e["stage"] == stage and e["reason"] for e in lines)
-        assert report.errors == len(bad) and report.partial
-        assert report.exported + report.errors + report.skipped == len(bad) + report.exported
+        # the dirty dataset holds only corrupt objects: each one is an error, none is lost
+        # to "skipped" and none is exported
+        keys = [k for k in kl3m_corpus_bucket.corpus.objects if k.startswith(f"{stage}/dirty/")]
+        assert set(keys) == set(bad)
+        assert (report.exported, report.errors, report.skipped) == (0, len(bad), 0)
+        assert report.partial
 
 
 async def test_errors_do_not_stop_the_good_documents(kl3m_bucket: Any, tmp_path: Path) -> None:
@@ -396,21 +402,51 @@ async def test_iter_jsonl_export_raises_on_bad_objects_unless_skipping(
 
 
 def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
-    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes."""
+    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes.
+
+    Two checks: every record orjson is allowed to encode (``_plain``) gives json.dumps's bytes
+    when encoded by orjson itself; and :func:`encode_line`, whichever path it takes, gives
+    the bytes of an independent stdlib reference for any record (floats, big ints included).
+    """
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     from kl3m_data_client.export import _writers
 
-    assert _writers._orjson is not None, "orjson (extra 'fast') must be installed for this test"
+    orjson = _writers._orjson
+    assert orjson is not None, "orjson (extra 'fast') must be installed for this test"
 
     def stdlib(record: dict[str, Any]) -> bytes:
+        """The reference: json.dumps, compact, UTF-8; lone surrogates escaped."""
         try:
-            return (_writers._dumps(record) + "\n").encode("utf-8")
+            return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         except UnicodeEncodeError:
             return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
-    values = st.recursive(
+    def orjson_line(record: dict[str, Any]) -> bytes:
+        line: bytes = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return line
+
+    # what the fast path takes: exact str / int64-or-uint64 / bool / None / list / dict
+    plain_values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.text(),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+        max_leaves=20,
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.text(), plain_values, max_size=6))
+    def check_orjson(record: dict[str, Any]) -> None:
+        assert _writers._plain(record)
+        assert orjson_line(record) == stdlib(record)
+        assert _writers.encode_line(record) == stdlib(record)
+
+    check_orjson()
+
+    any_values = st.recursive(
         st.none()
         | st.booleans()
         | st.integers(min_value=-(2**70), max_value=2**70)
@@ -421,37 +457,71 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     )
 
     @settings(max_examples=400, deadline=None)
-    @given(st.dictionaries(st.text(), values, max_size=6))
-    def check(record: dict[str, Any]) -> None:
+    @given(st.dictionaries(st.text(), any_values, max_size=6))
+    def check_any(record: dict[str, Any]) -> None:
         line = _writers.encode_line(record)
         assert line == stdlib(record)
-        assert json.loads(line) == json.loads(stdlib(record))
         line.decode("utf-8")  # always valid UTF-8, lone surrogates included
 
-    check()
+    check_any()
     every_char = {"text": "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)}
+    assert _writers._plain(every_char)
+    assert orjson_line(every_char) == stdlib(every_char)
     assert _writers.encode_line(every_char) == stdlib(every_char)
     assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'
 
 
+def _flock_held_on(path: Path) -> bool:
+    """True when /proc/locks lists an exclusive flock on ``path``'s inode (read-only probe)."""
+    st = path.stat()
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        # "1: FLOCK ADVISORY WRITE pid maj:min:inode 0 EOF"; a waiter's line has "->" first
+        if (fields[1], fields[3], fields[5]) == ("FLOCK", "WRITE", device):
+            return True
+    return False
+
+
+def _open_fds_to(path: Path) -> int:
+    """How many of this process's file descriptors point at ``path``."""
+    target = str(path.resolve())
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd) == target
+    return count
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/locks")
 def test_export_waits_for_workers_of_a_killed_run(kl3m_corpus_bucket: Any, tmp_path: Path) -> None:
     """A worker of an earlier run (its parent killed) still holds the workers lock: a new run
     does not touch the destination until it is released."""
     import fcntl
     import threading
-    import time
 
     dest = tmp_path / "out"
     dest.mkdir()
-    fd = os.open(dest / ".workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    export_lock = dest / ".export.lock"
+    export_lock.touch()
+    workers_lock = dest / ".workers.lock"
+    fd = os.open(workers_lock, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)  # what a running worker holds
     result: list[Any] = []
     with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
         run = threading.Thread(target=lambda: result.append(client.export(DATASET, dest)))
         run.start()
         try:
-            time.sleep(0.5)
-            assert run.is_alive() and not (dest / "manifest.json").exists()
+            # the event: the run holds the destination lock and has the workers lock open,
+            # i.e. it is waiting for the earlier run's workers (polled, never a fixed sleep)
+            waiting = threading.Event()
+            while run.is_alive() and not (
+                _flock_held_on(export_lock) and _open_fds_to(workers_lock) == 2
+            ):
+                waiting.wait(0.005)
+            assert run.is_alive(), result
+            assert not (dest / "manifest.json").exists()
+            assert sorted(p.name for p in dest.iterdir()) == [".export.lock", ".workers.lock"]
         finally:
             os.close(fd)
         run.join(60)

@@ -38,6 +38,10 @@ def _objects(stage: str) -> list[Path]:
 
 def test_sample_bucket_is_present() -> None:
     assert len(_objects("documents")) >= 8
+    formats = {json.loads(p.read_bytes()).get("format") for p in _objects("documents")}
+    assert "application/pdf" in formats and formats - {"application/pdf"}, formats
+    signed = [bool(json.loads(p.read_bytes()).get("blake2b")) for p in _objects("documents")]
+    assert set(signed) == {True}, "verify() is checked on signed samples"
 
 
 @pytest.mark.parametrize("path", _objects("documents"), ids=lambda p: p.name)
@@ -50,10 +54,9 @@ def test_sample_documents_decode_and_verify(path: Path) -> None:
     assert content.raw == raw
     assert content.verify() is (True if obj.get("blake2b") else None)
     assert content.metadata.identifier == obj.get("identifier", "")
-    if obj.get("format") == "application/pdf":
-        assert content.content == raw and content.is_binary
-    else:
-        assert content.content == raw.decode("utf-8")
+    # a PDF stays bytes, every other sample is text (both kinds are present: see below)
+    assert content.is_binary is (obj.get("format") == "application/pdf")
+    assert content.content == (raw if content.is_binary else raw.decode("utf-8"))
     assert "content" not in content.metadata.fields and content.metadata.fields.get(
         "title"
     ) == obj.get("title")
@@ -70,10 +73,11 @@ def test_sample_representations_match_parquet(path: Path) -> None:
     pq_key = f"parquet/{dataset}/{doc_id}"
     identifier, tokens = parquet_tokens(pq_key, parquet_path.read_bytes())
     assert identifier
+    # the sample writer's parquet rows are tokenized separately: same MIME types, own ids
+    assert set(tokens) == set(rep.representations)
     for mime, single in rep.representations.items():
         assert isinstance(single.content, str) and single.content
-        assert single.get_tokens() is not None
-        # the sample writer's parquet rows are tokenized separately: same MIME types, own ids
+        assert single.get_tokens()
         assert tokens[mime] and all(isinstance(t, int) and t >= 0 for t in tokens[mime])
     content = decode_parquet(pq_key, doc_id, parquet_path.read_bytes())
     assert content.get_representations() == tokens

@@ -36,18 +36,22 @@ async def test_read_features_use_only_list_get_head(kl3m_bucket: LocalBucket) ->
         assert await client.list_datasets()
         status = await client.get_dataset_status(doc.dataset_id)
         assert status is not None
-        await client.get_dataset_index(doc.dataset_id)
+        index = await client.get_dataset_index(doc.dataset_id)
+        assert index is not None and index.get_document_ids() == {
+            d.document_id for d in corpus.in_stage("representations", doc.dataset_id)
+        }
         assert [i async for i in client.iter_documents(doc.dataset_id)]
         for stage in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET):
-            await client.get_document(doc.dataset_id, doc.document_id, stage)
+            fetched = await client.get_document(doc.dataset_id, doc.document_id, stage)
+            assert fetched is not None and fetched.document_id == doc.document_id
         assert await client.get_documents(doc.dataset_id, ids[:3])
         assert [d async for d in client.stream_documents(doc.dataset_id)]
         assert await client.exists(doc.dataset_id, doc.document_id)
         assert not await client.exists(doc.dataset_id, "missing-document")
         got = await client.get_document(doc.dataset_id, doc.document_id)
         assert got is not None
-        await got.get_representation_content()
-        await got.get_parquet()
+        assert await got.get_representation_content() is not None
+        assert await got.get_parquet() is not None
     assert set(calls) == ALLOWED, calls
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -83,10 +85,10 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     many = client.get_documents(gen.dataset_id, [*ids[:5], "missing"])
     assert list(many) == [*ids[:5], "missing"] and many["missing"] is None
     index = client.get_dataset_index(gen.dataset_id)
-    if index is not None:
-        assert set(index.get_document_ids()) <= set(
-            d.document_id for d in corpus.dataset_documents(gen.dataset_id)
-        )
+    assert index is not None, "every generated dataset with representations has an index"
+    assert index.get_document_ids() == {
+        d.document_id for d in corpus.in_stage("representations", gen.dataset_id)
+    }
 
 
 def test_parquet_save_to_file(client: KL3MClient, kl3m_corpus_bucket: Any, tmp_path: Any) -> None:
@@ -154,13 +156,19 @@ def test_aws_integration_guide_as_written(
         )
         gz = get_object_bytes(s3_client, "data.kl3m.ai", gz_key)
         assert gz is not None
-        if gz_key.endswith(".gz"):
-            decompressed = decompress_content(gz)
-        assert isinstance(decompressed, str) and '"objects"' in decompressed
-        import json
-
+        decompressed = decompress_content(gz)
+        assert decompressed == gzip.decompress(corpus.objects[gz_key]).decode("utf-8")
+        assert '"objects"' in decompressed
+        # the guide's base64(zlib(raw)) ``content`` field: the original bytes, for every MIME
+        # type; text when they are UTF-8 (an HTML/plain document), bytes for a PDF
         encoded = json.loads(content_bytes)["content"]
-        assert decompress_content(encoded) == gen.raw.decode() or gen.mime_type == "application/pdf"
+        assert decompress_content(encoded, binary=True) == gen.raw
+        text_doc = next(d for d in corpus.documents if d.mime_type.startswith("text/"))
+        text_encoded = json.loads(corpus.objects[text_doc.document_key])["content"]
+        assert decompress_content(text_encoded) == text_doc.raw.decode("utf-8")
+        pdf_doc = next(d for d in corpus.documents if d.mime_type == "application/pdf")
+        pdf_encoded = json.loads(corpus.objects[pdf_doc.document_key])["content"]
+        assert decompress_content(pdf_encoded) == pdf_doc.raw
     finally:
         s3_client.close()
 

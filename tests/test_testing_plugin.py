@@ -119,3 +119,55 @@ def test_plugin_in_its_own_session_stops_the_server(
 def test_marker_is_registered(pytestconfig: pytest.Config) -> None:
     markers = pytestconfig.getini("markers")
     assert any(str(m).startswith("kl3m_corpus(") for m in markers)
+
+
+#: Modules the plugin must not load until a fixture is used: the server module (module-level
+#: executors, an atexit hook), the corpus generator, moto and the async AWS stack.
+_HEAVY = (
+    "kl3m_data_client.testing._server",
+    "kl3m_data_client.testing._corpus",
+    "moto",
+    "aiobotocore",
+    "botocore",
+    "boto3",
+    "werkzeug",
+)
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import kl3m_data_client.testing._plugin\n"
+        f"heavy = {_HEAVY!r}\n"
+        "print(sorted(m for m in sys.modules if m in heavy or m.startswith("
+        "tuple(h + '.' for h in heavy))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_fixtures_are_listed_without_being_used(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pytest --fixtures`` lists the plugin's fixtures (with their docstrings) although
+    nothing heavy was imported to register them."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "kl3m_data_client.testing._plugin", "-p", "no:cacheprovider", "--fixtures"
+    )
+    assert result.ret == 0
+    result.stdout.fnmatch_lines_random(
+        [
+            "kl3m_server *",
+            "*A local moto S3 server*",
+            "kl3m_corpus_bucket *",
+            "*Shared read-only bucket*",
+            "kl3m_bucket *",
+            "*A fresh bucket for one test*",
+        ]
+    )

@@ -11,17 +11,20 @@ Fixtures:
   dirty=True)``.
 
 The server child process is stopped at the end of the session.
+
+Loading the plugin costs nothing: it imports neither the server module (its executors and
+``atexit`` hook), moto nor aiobotocore; each fixture imports what it needs when it is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kl3m_data_client.testing._corpus import DEFAULT_BUCKET
-from kl3m_data_client.testing._server import LocalBucket, LocalS3Server
+if TYPE_CHECKING:
+    from kl3m_data_client.testing._server import LocalBucket, LocalS3Server
 
 __all__ = ["kl3m_bucket", "kl3m_corpus_bucket", "kl3m_server"]
 
@@ -51,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def kl3m_server() -> Iterator[LocalS3Server]:
     """A local moto S3 server (child process) shared by the whole session."""
+    from kl3m_data_client.testing._server import LocalS3Server
+
     server = LocalS3Server()
     server.start()
     try:
@@ -64,6 +69,9 @@ def kl3m_corpus_bucket(
     kl3m_server: LocalS3Server, pytestconfig: pytest.Config
 ) -> Iterator[LocalBucket]:
     """Shared read-only bucket ``data.kl3m.ai`` with the default corpus and ``dirty`` dataset."""
+    from kl3m_data_client.testing._corpus import DEFAULT_BUCKET
+    from kl3m_data_client.testing._server import LocalBucket
+
     n_documents = int(str(pytestconfig.getini("kl3m_corpus_documents")))
     seed = int(str(pytestconfig.getini("kl3m_corpus_seed")))
     bucket = LocalBucket(
