@@ -691,15 +691,22 @@ class S3Store:
     async def _read_body(
         self, body: Any, key: str, length: int | None, limit: int, info: dict[str, Any]
     ) -> bytes:
-        """Read ``body`` in chunks, refusing it as soon as it passes ``limit`` bytes.
+        """Read ``body``, never more than ``limit`` bytes.
 
-        The chunks are joined once at the end (one copy of the data besides the chunks
-        being released). Fewer or more bytes than ``Content-Length`` is a broken body.
+        With a ``Content-Length`` (already checked against ``limit``) the body is read as
+        announced, in one call: the HTTP client reads no byte beyond it, and fewer bytes is a
+        broken body. Without one (chunked), it is read in chunks and refused as soon as it
+        passes ``limit``; the chunks are joined once at the end.
         """
         chunks: list[bytes] = []
         total = 0
         try:
             async with body as stream:
+                if length is not None:  # announced, within the limit: read as announced
+                    data: bytes = await stream.read()
+                    if len(data) != length:
+                        raise _BrokenBody(f"got {len(data)} of {length} bytes")
+                    return data
                 while True:
                     chunk = await stream.read(READ_CHUNK)
                     if not chunk:
