@@ -716,16 +716,12 @@ class S3Store:
                         raise SizeLimitExceededError(
                             key,
                             f"object body passed the limit of {limit} bytes while read "
-                            f"({'no Content-Length' if length is None else f'{length} announced'})",
+                            "(no Content-Length)",
                             **info,
                         )
-                    if length is not None and total > length:
-                        raise _BrokenBody(f"more than the {length} bytes of its Content-Length")
                     chunks.append(chunk)
         except (BotoCoreError, *_BODY_ERRORS) as exc:
             raise _BrokenBody(_describe(scrub(exc))) from exc
-        if length is not None and total != length:
-            raise _BrokenBody(f"got {total} of {length} bytes")
         return b"".join(chunks)
 
     async def head(self, key: str) -> ObjectInfo | None:
