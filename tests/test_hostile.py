@@ -213,13 +213,14 @@ async def test_wrong_content_length_is_a_broken_body(
 # -- deadlines -----------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 async def test_deadline_counts_from_the_concurrency_slot(hostile_bucket: LocalBucket) -> None:
-    """max_concurrency=1, 0.3 s per GET, deadline 0.5 s: all four GETs complete."""
-    docs = hostile_bucket.corpus.documents[:4]
+    """max_concurrency=1, 0.3 s per GET, deadline 1.2 s: all six GETs complete (a deadline
+    started before the slot would expire for the fifth and sixth, queued 1.2 s and 1.5 s)."""
+    docs = hostile_bucket.corpus.documents[:6]
     plan = FaultPlan(rate=0.0, latency=0.3)
     async with (
         FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
         AsyncKL3MClient(
-            **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1), object_deadline=0.5
+            **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1), object_deadline=1.2
         ) as client,
     ):
         got = await asyncio.gather(*(client.store.get(d.document_key) for d in docs))
