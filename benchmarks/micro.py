@@ -52,7 +52,7 @@ def main() -> None:
         inflate,
     )
     from kl3m_data_client.export._records import RecordFilter, make_record
-    from kl3m_data_client.export._writers import _dumps
+    from kl3m_data_client.export._json import _dumps
 
     objs = [json.loads(b) for b in bodies]
     packed = [base64.b64decode(o["content"]) for o in objs]

@@ -340,9 +340,9 @@ async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
     from kl3m_data_client import AsyncKL3MClient
 
     if os.environ.get("BENCH_NO_ORJSON"):  # A/B of the optional orjson fast path
-        from kl3m_data_client.export import _writers
+        from kl3m_data_client.export import _json
 
-        _writers._orjson = None
+        _json._orjson = None
 
     async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")

@@ -402,22 +402,24 @@ async def test_iter_jsonl_export_raises_on_bad_objects_unless_skipping(
 
 
 def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
-    """The optional orjson path (installed by the dev extra) writes json.dumps's bytes.
+    """The optional orjson path (installed by the dev extra) and the stdlib path write the
+    same bytes: a line does not depend on which path wrote it.
 
-    Two checks: every record orjson is allowed to encode (``_plain``) gives json.dumps's bytes
-    when encoded by orjson itself; and :func:`encode_line`, whichever path it takes, gives
-    the bytes of an independent stdlib reference for any record (floats, big ints included).
+    The two paths are compared with each other (orjson itself against
+    :func:`encode_line_stdlib`), both against ``json.dumps`` compact UTF-8 text, and every line
+    decodes back to its record. Records orjson may encode (``_plain``) must take the fast
+    path; any other record (floats, big ints) falls back to the stdlib path.
     """
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from kl3m_data_client.export import _writers
+    from kl3m_data_client.export import _json
 
-    orjson = _writers._orjson
+    orjson = _json._orjson
     assert orjson is not None, "orjson (extra 'fast') must be installed for this test"
 
-    def stdlib(record: dict[str, Any]) -> bytes:
-        """The reference: json.dumps, compact, UTF-8; lone surrogates escaped."""
+    def reference(record: dict[str, Any]) -> bytes:
+        """json.dumps, compact, UTF-8; lone surrogates escaped."""
         try:
             return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         except UnicodeEncodeError:
@@ -440,9 +442,12 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     @settings(max_examples=400, deadline=None)
     @given(st.dictionaries(st.text(), plain_values, max_size=6))
     def check_orjson(record: dict[str, Any]) -> None:
-        assert _writers._plain(record)
-        assert orjson_line(record) == stdlib(record)
-        assert _writers.encode_line(record) == stdlib(record)
+        assert _json._plain(record)  # takes the fast path
+        fast = orjson_line(record)
+        assert fast == _json.encode_line_stdlib(record)  # the two paths agree
+        assert fast == reference(record)
+        assert _json.encode_line(record) == fast
+        assert json.loads(fast) == record
 
     check_orjson()
 
@@ -459,16 +464,21 @@ def test_jsonl_lines_are_the_same_bytes_with_or_without_orjson() -> None:
     @settings(max_examples=400, deadline=None)
     @given(st.dictionaries(st.text(), any_values, max_size=6))
     def check_any(record: dict[str, Any]) -> None:
-        line = _writers.encode_line(record)
-        assert line == stdlib(record)
+        line = _json.encode_line(record)
+        assert line == reference(record)
+        if _json._plain(record):
+            assert line == orjson_line(record)
         line.decode("utf-8")  # always valid UTF-8, lone surrogates included
+        assert json.loads(line) == record
 
     check_any()
     every_char = {"text": "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000)}
-    assert _writers._plain(every_char)
-    assert orjson_line(every_char) == stdlib(every_char)
-    assert _writers.encode_line(every_char) == stdlib(every_char)
-    assert _writers.encode_line({"t": "\ud800"}) == b'{"t":"\\ud800"}\n'
+    assert _json._plain(every_char)
+    assert orjson_line(every_char) == _json.encode_line_stdlib(every_char)
+    assert _json.encode_line(every_char) == reference(every_char)
+    surrogate = b'{"t":"\\ud800"}\n'
+    assert _json.encode_line({"t": "\ud800"}) == surrogate  # orjson refuses, stdlib escapes
+    assert _json.encode_line_stdlib({"t": "\ud800"}) == surrogate
 
 
 def _flock_held_on(path: Path) -> bool:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from kl3m_data_client.export import _writers
-from kl3m_data_client.export._writers import JsonlWriter, ParquetWriter, PartWriter
+from kl3m_data_client.export._writers import BatchBounds, JsonlWriter, ParquetWriter, PartWriter
 
 
 def _records(n: int) -> list[dict[str, Any]]:
@@ -40,7 +39,7 @@ def _write(writer: PartWriter, records: list[dict[str, Any]]) -> list[list[Any]]
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+    tmp_path: Path, compression: str
 ) -> None:
     """Lines encoded on add go into one buffer per batch (many small bytes objects freed
     together fragment the C heap), of bounded size; the part's bytes do not depend on where
@@ -48,10 +47,8 @@ def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
     records = _records(100)
     one_batch = JsonlWriter(tmp_path / "b.jsonl", compression)
     assert len(_write(one_batch, records)) == 1  # default bounds: everything in one batch
-    monkeypatch.setattr(_writers, "BATCH_RECORDS", 7)
-    monkeypatch.setattr(_writers, "BATCH_UNITS", 300)
-    monkeypatch.setattr(_writers, "BATCH_BYTES", 1000)
-    batches = _write(JsonlWriter(tmp_path / "a.jsonl", compression), records)
+    small = BatchBounds(records=7, units=300, encoded_bytes=1000)
+    batches = _write(JsonlWriter(tmp_path / "a.jsonl", compression, small), records)
     assert len(batches) > 100 // 7  # some batches were cut by units or bytes
     for batch in batches[:-1]:
         assert len(batch) == 1 and type(batch[0]) is bytearray
@@ -67,22 +64,19 @@ def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
     assert [json.loads(line) for line in raw.splitlines()] == records
 
 
-def test_parquet_row_groups_are_bounded_and_tokens_buffered_compactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_parquet_row_groups_are_bounded_and_tokens_buffered_compactly(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    monkeypatch.setattr(_writers, "BATCH_RECORDS", 20)
-    monkeypatch.setattr(_writers, "BATCH_UNITS", 500)
+    small = BatchBounds(records=20, units=500)
     records = _records(120)
-    probe = ParquetWriter(tmp_path / "probe.parquet", "zstd", "parquet", "tokens")
+    probe = ParquetWriter(tmp_path / "probe.parquet", "zstd", "parquet", "tokens", small)
     probe.add(records[0])
     (buffered,) = probe.take_batch()
     probe.finish([buffered])
     assert type(buffered["tokens"]) is array and buffered["tokens"].itemsize == 4  # not ints
     assert type(records[0]["tokens"]) is list  # the caller's record is left alone
 
-    _write(ParquetWriter(tmp_path / "p.parquet", "zstd", "parquet", "tokens"), records)
+    _write(ParquetWriter(tmp_path / "p.parquet", "zstd", "parquet", "tokens", small), records)
 
     pf = pq.ParquetFile(tmp_path / "p.parquet")
     assert pf.metadata.num_row_groups > 120 // 20
@@ -100,3 +94,63 @@ def test_parquet_row_groups_are_bounded_and_tokens_buffered_compactly(
     }
     dictionary = {path for path, enc in encodings.items() if "RLE_DICTIONARY" in enc}
     assert dictionary == {"dataset", "mime_type", "tokens.list.element"}
+
+
+def test_deep_json_is_json_dumps_text_without_recursion() -> None:
+    """``dumps_deep`` gives ``json.dumps``'s text for any JSON value (both separators, both
+    ``ensure_ascii``), and ``json_text`` falls back to it where the recursive encoder fails."""
+    import sys
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kl3m_data_client.export._json import dumps_deep, json_text
+
+    values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.floats()
+        | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.tuples(inner, inner)
+            | st.dictionaries(
+                st.text() | st.integers() | st.booleans() | st.none(), inner, max_size=4
+            )
+        ),
+        max_leaves=25,
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(values, st.booleans(), st.sampled_from([(",", ":"), (", ", ": ")]))
+    def check(value: Any, ascii_only: bool, separators: tuple[str, str]) -> None:
+        expected = json.dumps(value, separators=separators, ensure_ascii=ascii_only)
+        assert dumps_deep(value, separators=separators, ensure_ascii=ascii_only) == expected
+
+    check()
+    depth = sys.getrecursionlimit() + 100
+    deep: Any = "x"
+    for _ in range(depth):
+        deep = {"k": [deep]}
+    with pytest.raises(RecursionError):
+        json.dumps(deep)
+    text = json_text(deep, separators=(",", ":"), ensure_ascii=False)
+    assert text == '{"k":[' * depth + '"x"' + "]}" * depth
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps_deep({"a": object()}, separators=(",", ":"), ensure_ascii=True)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_read_part_gives_back_the_records_of_a_finished_part(
+    tmp_path: Path, compression: str
+) -> None:
+    """``read_part`` (resume rebuilds deduplication state with it) reads every format back."""
+    from kl3m_data_client.export._writers import open_part, read_part
+
+    records = _records(30)
+    for fmt, comp in (("jsonl", compression), ("parquet", "zstd")):
+        final = tmp_path / f"part.{fmt}.{comp}"
+        _write(open_part(final, fmt, comp, "parquet", "tokens"), records)
+        assert list(read_part(final, fmt, comp)) == records
+        assert not list(tmp_path.glob(".*.tmp"))  # the temporary name is gone
