@@ -36,39 +36,31 @@ class Fault(str, enum.Enum):
     ECHO_HEADERS = "echo_headers"
 
 
-#: The misbehaviours of a hostile server (chosen only when listed in ``FaultPlan.kinds``).
-HOSTILE_FAULTS: frozenset[Fault] = frozenset(
+#: The hostile misbehaviours of a ListObjectsV2 page.
+_HOSTILE_LISTING = frozenset(
     {
-        Fault.REDIRECT_OTHER_HOST,
-        Fault.REDIRECT_SAME_HOST,
         Fault.LIST_TOKEN_LOOP,
         Fault.LIST_NO_TOKEN,
         Fault.LIST_EMPTY_PAGES,
         Fault.LIST_REPEAT_KEY,
         Fault.LIST_OUT_OF_ORDER,
         Fault.LIST_FOREIGN_KEY,
-        Fault.CHUNKED_OVERSIZE,
-        Fault.LENGTH_SHORT,
-        Fault.LENGTH_LONG,
-        Fault.ECHO_HEADERS,
     }
+)
+#: The hostile misbehaviours of a GetObject answer.
+_HOSTILE_GET = frozenset({Fault.CHUNKED_OVERSIZE, Fault.LENGTH_SHORT, Fault.LENGTH_LONG})
+#: The misbehaviours of a hostile server (chosen only when listed in ``FaultPlan.kinds``).
+HOSTILE_FAULTS: frozenset[Fault] = (
+    frozenset({Fault.REDIRECT_OTHER_HOST, Fault.REDIRECT_SAME_HOST, Fault.ECHO_HEADERS})
+    | _HOSTILE_LISTING
+    | _HOSTILE_GET
 )
 #: The transient faults of an honest but unreliable server (the default ``kinds``).
 ALL_FAULTS: frozenset[Fault] = frozenset(Fault) - HOSTILE_FAULTS
-LIST_FAULTS = frozenset(
-    {
-        Fault.BAD_LIST_XML,
-        Fault.LIST_TOKEN_LOOP,
-        Fault.LIST_NO_TOKEN,
-        Fault.LIST_EMPTY_PAGES,
-        Fault.LIST_REPEAT_KEY,
-        Fault.LIST_OUT_OF_ORDER,
-        Fault.LIST_FOREIGN_KEY,
-    }
-)
-GET_FAULTS = frozenset(
-    {Fault.CORRUPT_BYTE, Fault.CHUNKED_OVERSIZE, Fault.LENGTH_SHORT, Fault.LENGTH_LONG}
-)
+#: Faults only a ListObjectsV2 request can get.
+LIST_FAULTS = frozenset({Fault.BAD_LIST_XML}) | _HOSTILE_LISTING
+#: Faults only a GetObject request can get.
+GET_FAULTS = frozenset({Fault.CORRUPT_BYTE}) | _HOSTILE_GET
 #: Faults that need a response body to act on.
 BODY_FAULTS = frozenset({Fault.RESET_MID_BODY, Fault.TRUNCATE, Fault.DRIP})
 
