@@ -156,7 +156,8 @@ def test_demo_runs_as_written_and_its_read_command_works(
     jsonl = sorted((tmp_path / "kl3m-demo" / "usc-jsonl").rglob("*.jsonl.gz"))
     parquet = sorted((tmp_path / "kl3m-demo" / "usc-parquet").rglob("*.parquet"))
     assert jsonl and parquet
-    records = [json.loads(line) for p in jsonl for line in gzip.decompress(p.read_bytes()).splitlines()]
+    lines = [line for p in jsonl for line in gzip.decompress(p.read_bytes()).splitlines()]
+    records = [json.loads(line) for line in lines]
     assert {r["id"]: r["tokens"] for r in records} == expected
     read = re.search(r'read the Parquet export with: (python -c ".*")', out)
     assert read, out
