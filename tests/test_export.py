@@ -535,4 +535,5 @@ def test_export_waits_for_workers_of_a_killed_run(kl3m_corpus_bucket: Any, tmp_p
         finally:
             os.close(fd)
         run.join(60)
-    assert result and result[0].exported > 0 and not result[0].partial
+    assert len(result) == 1 and not result[0].partial
+    assert result[0].exported == len(kl3m_corpus_bucket.corpus.dataset_documents(DATASET))

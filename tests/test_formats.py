@@ -72,13 +72,14 @@ def test_sample_representations_match_parquet(path: Path) -> None:
     parquet_path = SAMPLE / "parquet" / dataset / doc_id
     pq_key = f"parquet/{dataset}/{doc_id}"
     identifier, tokens = parquet_tokens(pq_key, parquet_path.read_bytes())
-    assert identifier
+    # both name the documents-stage object of the same document
+    assert identifier == rep.document_id == f"s3://data.kl3m.ai/documents/{dataset}/{doc_id}.json"
     # the sample writer's parquet rows are tokenized separately: same MIME types, own ids
     assert set(tokens) == set(rep.representations)
     for mime, single in rep.representations.items():
         assert isinstance(single.content, str) and single.content
         assert single.get_tokens()
-        assert tokens[mime] and all(isinstance(t, int) and t >= 0 for t in tokens[mime])
+        assert tokens[mime] and all(type(t) is int and 0 <= t < 2**32 for t in tokens[mime])
     content = decode_parquet(pq_key, doc_id, parquet_path.read_bytes())
     assert content.get_representations() == tokens
 

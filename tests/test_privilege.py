@@ -33,25 +33,28 @@ async def test_read_features_use_only_list_get_head(kl3m_bucket: LocalBucket) ->
     doc = corpus.documents[0]
     ids = [d.document_id for d in corpus.dataset_documents(doc.dataset_id)]
     async with AsyncKL3MClient(**kl3m_bucket.client_kwargs(), session=session) as client:
-        assert await client.list_datasets()
+        assert set(await client.list_datasets()) == set(corpus.datasets)
         status = await client.get_dataset_status(doc.dataset_id)
-        assert status is not None
+        assert status.document_count == len(ids)
         index = await client.get_dataset_index(doc.dataset_id)
         assert index is not None and index.get_document_ids() == {
             d.document_id for d in corpus.in_stage("representations", doc.dataset_id)
         }
-        assert [i async for i in client.iter_documents(doc.dataset_id)]
+        assert [i async for i in client.iter_documents(doc.dataset_id)] == ids
         for stage in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET):
             fetched = await client.get_document(doc.dataset_id, doc.document_id, stage)
             assert fetched is not None and fetched.document_id == doc.document_id
-        assert await client.get_documents(doc.dataset_id, ids[:3])
-        assert [d async for d in client.stream_documents(doc.dataset_id)]
+        got_three = await client.get_documents(doc.dataset_id, ids[:3])
+        assert [d.document_id for d in got_three.values() if d is not None] == ids[:3]
+        assert [d.document_id async for d in client.stream_documents(doc.dataset_id)] == ids
         assert await client.exists(doc.dataset_id, doc.document_id)
         assert not await client.exists(doc.dataset_id, "missing-document")
         got = await client.get_document(doc.dataset_id, doc.document_id)
         assert got is not None
-        assert await got.get_representation_content() is not None
-        assert await got.get_parquet() is not None
+        rep = await got.get_representation_content()
+        assert rep is not None and rep.documents[0]["identifier"] == doc.identifier
+        parquet = await got.get_parquet()
+        assert parquet is not None and parquet.data == corpus.objects[doc.parquet_key]
     assert set(calls) == ALLOWED, calls
 
 

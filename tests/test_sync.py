@@ -42,7 +42,15 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     assert set(datasets[gen.dataset_id]) == {Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET}
     status = client.get_dataset_status(gen.dataset_id)
     assert status.total_documents == len(corpus.in_stage("documents", gen.dataset_id))
-    assert set(status.as_dict()) >= {"dataset_id", "document_count", "is_complete"}
+    assert status.as_dict() == {
+        "dataset_id": gen.dataset_id,
+        "document_count": len(corpus.in_stage("documents", gen.dataset_id)),
+        "representation_count": len(corpus.in_stage("representations", gen.dataset_id)),
+        "parquet_count": len(corpus.in_stage("parquet", gen.dataset_id)),
+        "missing_representations": status.missing_representations,
+        "missing_parquet": status.missing_parquet,
+        "is_complete": status.missing_representations == status.missing_parquet == 0,
+    }
     ids = list(client.iter_documents(gen.dataset_id))
     assert ids == client.list_documents(gen.dataset_id)
     assert gen.document_id in ids and not any(i.endswith(".json") for i in ids)
@@ -53,13 +61,15 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     content = doc.get_content(Stage.DOCUMENTS)
     assert isinstance(content, DocumentContent)
     assert content.content == gen.raw.decode()
-    assert content.metadata.identifier and content.metadata.format == gen.mime_type
+    stored = json.loads(corpus.objects[gen.document_key])
+    assert content.metadata.identifier == stored["identifier"]
+    assert content.metadata.format == gen.mime_type
     assert doc.get_document_content() is content
     rep_content = doc.get_content(Stage.REPRESENTATIONS)
     assert isinstance(rep_content, RepresentationContent)
     assert rep_content.get_text_content(gen.representation_mime) == gen.text
     assert rep_content.get_tokens(corpus.tokenizer_name, gen.representation_mime) == gen.tokens
-    assert rep_content.get_all_representations()[0].document_id
+    assert rep_content.get_all_representations()[0].document_id == gen.identifier
     rep = doc.get_representation()
     assert rep is not None
     assert rep.get_available_mime_types() == [gen.representation_mime]
@@ -72,15 +82,19 @@ def test_documented_blocking_api(client: KL3MClient, kl3m_corpus_bucket: Any) ->
     assert parquet is not None
     assert parquet.get_representations() == {gen.representation_mime: gen.tokens}
     assert "representations" in parquet.get_columns()
-    assert parquet.get_table().num_rows == 1 and parquet.get_rows()[0]["identifier"]
-    assert parquet.get_schema() is not None and parquet.get_column_data("nope") is None
+    assert parquet.get_table().num_rows == 1
+    assert parquet.get_rows()[0]["identifier"] == gen.identifier
+    assert parquet.get_schema().names == ["identifier", "representations"]
+    assert parquet.get_column_data("nope") is None
     assert parquet.get_document()["representations"][gen.representation_mime] == gen.tokens
     assert all(
         doc.exists_in_stage(s) for s in (Stage.DOCUMENTS, Stage.REPRESENTATIONS, Stage.PARQUET)
     )
     assert client.get_document(gen.dataset_id, "no/such/doc") is None
     # documented: the id may be passed with its .json suffix
-    assert client.get_document(gen.dataset_id, gen.document_id + ".json") is not None
+    suffixed = client.get_document(gen.dataset_id, gen.document_id + ".json")
+    assert suffixed is not None and suffixed.document_id == gen.document_id
+    assert suffixed.get_content(Stage.DOCUMENTS).raw == gen.raw
 
     many = client.get_documents(gen.dataset_id, [*ids[:5], "missing"])
     assert list(many) == [*ids[:5], "missing"] and many["missing"] is None
@@ -209,7 +223,8 @@ def test_eight_threads_at_once(client: KL3MClient, kl3m_corpus_bucket: Any) -> N
         for gen in gens[i::8]:
             doc = client.get_document(gen.dataset_id, gen.document_id)
             out.append(doc is not None and doc.get_content().raw == gen.raw)  # type: ignore[union-attr]
-        out.append(len(list(client.iter_documents(gens[0].dataset_id))) > 0)
+        listed = list(client.iter_documents(gens[0].dataset_id))
+        out.append(len(listed) == len(corpus.dataset_documents(gens[0].dataset_id)))
         return out
 
     with ThreadPoolExecutor(8) as pool:
@@ -508,7 +523,7 @@ def test_export_progress_runs_in_the_calling_thread(
             assert dataset in client.list_datasets()
 
     report = client.export(dataset, tmp_path / "out", format="jsonl", progress=progress)
-    assert report.exported > 0
+    assert report.exported == len(kl3m_corpus_bucket.corpus.dataset_documents(dataset))
     assert calls and {ident for ident, _ in calls} == {me}
     last = calls[-1][1]
     assert last.done and last.exported == report.exported
