@@ -472,3 +472,31 @@ def test_a_named_profile_supplies_the_credentials(
 def test_max_concurrency_defaults_to_64() -> None:
     assert AsyncKL3MClient().config.max_concurrency == 64
     assert KL3MClient().config.max_concurrency == 64
+
+
+def test_access_denied_hints_at_credentials_region_and_requester_pays(
+    kl3m_corpus_bucket: LocalBucket,
+) -> None:
+    """README "Errors": ``AccessDeniedError`` (with hints on credentials, region, requester
+    pays), systemic, with the HTTP status."""
+    plan = FaultPlan(rate=0.0, credential_check=lambda info: "AccessDenied")
+    with run_fault_proxy(kl3m_corpus_bucket.endpoint_url, plan) as proxy:
+        kw = {**kl3m_corpus_bucket.client_kwargs(), "endpoint_url": proxy.endpoint_url}
+        with KL3MClient(**kw) as client, pytest.raises(AccessDeniedError) as info:
+            client.list_datasets()
+    err = info.value
+    message = str(err)
+    assert "credentials" in message and "region" in message and "requester_pays" in message
+    assert err.status == 403
+    assert err.per_object is False
+    assert proxy.rejected["AccessDenied"] >= 1
+
+
+def test_local_file_errors_are_not_wrapped(kl3m_corpus_bucket: LocalBucket, tmp_path: Path) -> None:
+    """README "Errors": ``OSError`` from your local files (an export destination that cannot
+    be written) is raised as it is, not as a ``KL3MError``."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client, pytest.raises(OSError) as info:
+        client.export("cap", blocker / "out")
+    assert not isinstance(info.value, KL3MError)
