@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from dataclasses import dataclass
 from typing import Any, Final
 
 from kl3m_data_client.testing._corpus._dirty import dirty_objects, zlib_bomb
@@ -70,74 +71,103 @@ __all__ = [
 ]
 
 
-def _build_documents(
-    n_documents: int, seed: int
-) -> tuple[list[GeneratedDocument], dict[str, bytes]]:
-    tokenizer = corpus_tokenizer()
+@dataclass(frozen=True)
+class _Rendered:
+    """One planned document, rendered: the original, its text, its title and metadata."""
+
+    plan: Plan
+    raw: bytes
+    text: str
+    title: str
+    dublin_core: dict[str, Any]
+
+
+def _render_all(plans: list[Plan], seed: int) -> list[_Rendered]:
     pool = paragraph_pool(seed)
-    plans = plan_documents(n_documents, seed)
-    rendered: list[tuple[Plan, bytes, str, str, dict[str, Any]]] = []
+    rendered: list[_Rendered] = []
     for i, plan in enumerate(plans):
         rng = random.Random(f"kl3m-doc:{seed}:{i}")
         title = make_title(plan.dataset_id, rng, i)
         blocks = text_blocks(rng, pool, plan.target)
         raw, text = render(plan.mime_type, title, blocks, rng, plan.target)
         dc = dublin_core(plan.dataset_id, plan.document_id, plan.mime_type, title, rng)
-        rendered.append((plan, raw, text, title, dc))
+        rendered.append(_Rendered(plan, raw, text, title, dc))
+    return rendered
 
-    need_tokens = [r[2] for r in rendered if "representations" in r[0].stages]
+
+def _tokenize(rendered: list[_Rendered]) -> list[list[int]]:
+    """The token ids of each rendered text (empty for documents without a representation)."""
+    tokenizer = corpus_tokenizer()
+    need_tokens = [r.text for r in rendered if "representations" in r.plan.stages]
     # encode_batch_fast (tokenizers >= 0.20) skips offsets: same ids, about twice as fast
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     encoded = iter(encode(need_tokens, add_special_tokens=False))
+    return [list(next(encoded).ids) if "representations" in r.plan.stages else [] for r in rendered]
 
-    objects: dict[str, bytes] = {}
-    documents: list[GeneratedDocument] = []
-    for plan, raw, text, title, dc in rendered:
-        has_rep = "representations" in plan.stages
-        tokens: list[int] = list(next(encoded).ids) if has_rep else []
-        rep_mime = "text/plain" if plan.mime_type == "text/plain" else "text/markdown"
-        doc = GeneratedDocument(
-            dataset_id=plan.dataset_id,
-            document_id=plan.document_id,
-            mime_type=plan.mime_type,
-            raw=raw,
-            text=text,
-            tokens=tokens,
-            representation_mime=rep_mime,
-            stages=plan.stages,
-            blake2b=hashlib.blake2b(raw).hexdigest(),
-            title=title,
-            representation_compressed=plan.rep_compressed,
-            parquet_compressed=plan.parquet_compressed,
-        )
-        documents.append(doc)
-        # cap counts characters, not bytes, in ``size`` (a hint only, as in the real bucket)
-        size = len(text) if plan.dataset_id == "cap" else len(raw)
-        extra: dict[str, Any] | None = None
-        if plan.dataset_id == "fdlp":
-            extra = {"sequence": len(documents), "ocr": plan.mime_type == "application/pdf"}
-        objects[doc.document_key] = encode_document_object(
-            dc,
-            raw,
+
+def _generated(r: _Rendered, tokens: list[int]) -> GeneratedDocument:
+    plan = r.plan
+    return GeneratedDocument(
+        dataset_id=plan.dataset_id,
+        document_id=plan.document_id,
+        mime_type=plan.mime_type,
+        raw=r.raw,
+        text=r.text,
+        tokens=tokens,
+        representation_mime="text/plain" if plan.mime_type == "text/plain" else "text/markdown",
+        stages=plan.stages,
+        blake2b=hashlib.blake2b(r.raw).hexdigest(),
+        title=r.title,
+        representation_compressed=plan.rep_compressed,
+        parquet_compressed=plan.parquet_compressed,
+    )
+
+
+def _stage_objects(doc: GeneratedDocument, r: _Rendered, sequence: int) -> dict[str, bytes]:
+    """The objects of ``doc`` in each of its stages (``sequence``: its 1-based position)."""
+    # cap counts characters, not bytes, in ``size`` (a hint only, as in the real bucket)
+    size = len(doc.text) if doc.dataset_id == "cap" else len(doc.raw)
+    extra: dict[str, Any] | None = None
+    if doc.dataset_id == "fdlp":
+        extra = {"sequence": sequence, "ocr": doc.mime_type == "application/pdf"}
+    objects = {
+        doc.document_key: encode_document_object(
+            r.dublin_core,
+            doc.raw,
             document_id=doc.document_id,
             dataset_id=doc.dataset_id,
             size=size,
             extra=extra,
         )
-        if has_rep:
-            objects[doc.representation_key] = encode_representation_object(
-                source=SOURCES[doc.dataset_id][0],
-                identifier=doc.identifier,
-                text=text,
-                tokens=tokens,
-                mime_type=rep_mime,
-                title=title,
-                compressed=doc.representation_compressed,
-            )
-        if "parquet" in plan.stages:
-            objects[doc.parquet_key] = encode_parquet_object(
-                doc.identifier, {rep_mime: tokens}, compressed=doc.parquet_compressed
-            )
+    }
+    if "representations" in doc.stages:
+        objects[doc.representation_key] = encode_representation_object(
+            source=SOURCES[doc.dataset_id][0],
+            identifier=doc.identifier,
+            text=doc.text,
+            tokens=doc.tokens,
+            mime_type=doc.representation_mime,
+            title=doc.title,
+            compressed=doc.representation_compressed,
+        )
+    if "parquet" in doc.stages:
+        objects[doc.parquet_key] = encode_parquet_object(
+            doc.identifier, {doc.representation_mime: doc.tokens}, compressed=doc.parquet_compressed
+        )
+    return objects
+
+
+def _build_documents(
+    n_documents: int, seed: int
+) -> tuple[list[GeneratedDocument], dict[str, bytes]]:
+    rendered = _render_all(plan_documents(n_documents, seed), seed)
+    objects: dict[str, bytes] = {}
+    documents: list[GeneratedDocument] = []
+    tokenized = zip(rendered, _tokenize(rendered), strict=True)
+    for sequence, (r, tokens) in enumerate(tokenized, start=1):
+        doc = _generated(r, tokens)
+        documents.append(doc)
+        objects.update(_stage_objects(doc, r, sequence))
     documents.sort(key=lambda d: d.document_key)
     return documents, objects
 
