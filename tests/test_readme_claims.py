@@ -26,6 +26,7 @@ import ast
 import gzip
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -233,9 +234,11 @@ def test_the_nox_sessions_of_development_exist() -> None:
 
 def test_the_import_layers_hold() -> None:
     """README "Layers": no import cycle, checked by ``lint-imports``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("lint-imports"))],
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
