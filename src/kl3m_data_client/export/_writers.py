@@ -3,6 +3,10 @@
 A part is written to a hidden temporary name in its directory, flushed and fsynced, then
 renamed to its final name (and the directory fsynced). The output is a pure function of the
 records: no timestamps (gzip ``mtime=0``, no file name in the gzip header), fixed batching.
+
+This module opens and reads parts of either format; the writers are in ``_jsonl_writer`` and
+``_parquet_writer``, the part file they share (temporary name, hashing, batching, durable
+finish) in ``_part``, the JSON text in ``_json``.
 """
 
 from collections.abc import Iterator
