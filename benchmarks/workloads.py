@@ -8,8 +8,9 @@ Fetch-and-decode clients list ``documents/{dataset}/``, GET every object and dec
 ``boto3`` (64 threads), ``s3fs`` (batch ``cat``), ``aiobotocore`` (64-way semaphore),
 ``obstore``, ``ours-async`` (``AsyncKL3MClient.stream_documents``), ``ours-sync``
 (``KL3MClient.stream_documents``), ``ours-export`` (``client.export``, ``--workers``,
-``--format``, ``--stage``). Listing: ``list-paginator``, ``list-ours``, ``list-index``,
-``list-obstore``, ``list-parallel`` (``list-ours`` over key ranges listed concurrently).
+``--format``, ``--stage``); ``--data-plane`` is passed to our clients as ``data_plane=``.
+Listing: ``list-paginator``, ``list-ours``, ``list-index``, ``list-obstore``,
+``list-parallel`` (``list-ours`` over key ranges listed concurrently).
 
 The client is created and one request made (a warm-up) before the clock starts; the window
 covers listing, GETs and decoding. Prints ``RESULT {json}`` with the window's wall time and
@@ -303,6 +304,8 @@ def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     }
     if a.memory_budget:  # benchmarks/budget.py: only passed to a client that has the option
         kwargs["memory_budget"] = a.memory_budget
+    if a.data_plane:  # run.py passes it only when this build accepts it (_peers.probe_ours)
+        kwargs["data_plane"] = a.data_plane
     return kwargs
 
 
@@ -600,6 +603,7 @@ def main() -> None:
     ap.add_argument("--format", default="jsonl")
     ap.add_argument("--stage", default="documents")
     ap.add_argument("--memory-budget", default=None, help="e.g. 1GiB (ours, if it has it)")
+    ap.add_argument("--data-plane", default=None, help="ours: AsyncKL3MClient(data_plane=...)")
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")
