@@ -74,12 +74,11 @@ def known(name: str) -> bool:
 def label(name: str) -> str:
     """The table's label of a client."""
     base, _, plane = name.partition("@")
-    text = LABELS.get(base, base)
-    if not plane:
-        return text
-    if base == "ours-cli":
-        return f"{text}, --data-plane {plane}"
-    return f"{text}, data_plane={plane!r}"
+    if base == "ours-cli" and plane:
+        return f"ours: kl3m-client export --data-plane {plane} (whole process)"
+    if base == "ours-async" and plane:
+        return f"ours: AsyncKL3MClient(data_plane={plane!r}).stream_documents"
+    return LABELS.get(base, base)
 
 
 def cli_command() -> list[str]:

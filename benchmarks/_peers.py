@@ -62,7 +62,9 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("aiobotocore", "botocore", "aiohttp", "boto3", "s3fs", "obstore", "pyarrow"):
+    names = ("aiobotocore", "botocore", "aiohttp", "boto3", "s3fs", "obstore", "pyarrow")
+    # optional extras of this package that change what it does ("-": a default install's)
+    for name in (*names, "orjson", "zstandard"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -132,8 +134,9 @@ class Ours:
         return (self.cli if cli else self.api).get(plane, NOT_IN_BUILD)
 
 
-def probe_ours(cli: list[str]) -> Ours:
-    """Ask a child (same environment as the workloads) about the installed package."""
+def probe_ours(cli: list[str], *, cli_planes: bool = True) -> Ours:
+    """Ask a child (same environment as the workloads) about the installed package; the CLI
+    too if ``cli_planes`` (``kl3m-client export --help`` lists ``--data-plane``)."""
     env = child_env()
     r = subprocess.run(
         [PY, "-c", _PROBE, *PLANES], capture_output=True, env=env, timeout=120, check=False
@@ -149,10 +152,11 @@ def probe_ours(cli: list[str]) -> Ours:
         if why is not None and why.startswith("TypeError:") and "data_plane" in why:
             why = NOT_IN_BUILD
         api[plane] = why
-    helptext = subprocess.run(
-        [PY, *cli, "export", "--help"], capture_output=True, env=env, timeout=120, check=False
-    ).stdout.decode()
-    has_option = "--data-plane" in helptext
+    has_option = cli_planes and "--data-plane" in (
+        subprocess.run(
+            [PY, *cli, "export", "--help"], capture_output=True, env=env, timeout=120, check=False
+        ).stdout.decode()
+    )
     return Ours(
         file=str(Path(info["file"]).parent),
         version=info["version"],

@@ -146,6 +146,8 @@ def header(run: Run, facts: dict[str, Any]) -> None:
     run.say(
         f"ours: kl3m-data-client {o.version} from {o.file}" + (f" ({o.error})" if o.error else "")
     )
+    if v.get("orjson", "-") != "-":
+        run.say("note: orjson is installed: exports use its fast path (a default install has none)")
     run.say(
         f"bucket: {facts['documents']} documents-stage objects, mean "
         f"{facts['mean_object_bytes'] / 1000:.1f} KB ({facts['min_object_bytes']}.."
@@ -335,7 +337,8 @@ def start(run: Run) -> None:
     """Versions, the package the workloads import, the bucket, the endpoints."""
     if "ref" in run.clients and "fetch" not in run.skip:
         _peers.ensure_reference(run.log)
-    run.ours = _peers.probe_ours(_clients.cli_command())
+    cli_planes = any(c.startswith("ours-cli@") for c in run.clients)
+    run.ours = _peers.probe_ours(_clients.cli_command(), cli_planes=cli_planes)
     run.results.update(
         machine=_peers.machine(),
         versions=_peers.versions(),
