@@ -43,7 +43,7 @@ LIST_METHODS = (
 )
 #: Listing methods run at 0 ms only (time budget): CPU bound, latency adds its round trips.
 LIST_0MS_ONLY = ("list-paginator",)
-#: The export-RSS table (``--skip list`` leaves it out): workload -> label; a quick run
+#: The export-RSS table (``--skip rss`` leaves it out): workload -> label; a quick run
 #: measures only the first.
 RSS_LABELS = {
     "ours-export-1": "documents -> JSONL",
@@ -278,8 +278,11 @@ def section_rss(run: Run) -> None:
                 )
     run.say()
     sizes = rss_sizes(run)
-    for line in _report.rss_growth_rows(run.results["rss"], RSS_LABELS):
-        run.say(f"RSS growth {sizes[0]:,} -> {sizes[1]:,} documents: " + line.strip("| "))
+    for c, growth, mb in _report.rss_growth(run.results["rss"]):
+        run.say(
+            f"RSS growth {sizes[0]:,} -> {sizes[1]:,} documents, {RSS_LABELS[c]}: "
+            f"{100 * growth:+.1f}%, peak {mb:.0f} MB (target < 20%, and < 300 MB)"
+        )
     run.say()
 
 

@@ -467,7 +467,7 @@ async def _list_index(a: argparse.Namespace) -> dict[str, Any]:
 _RANGES = 8
 
 
-async def _split(store: Any, client: Any, prefix: str) -> tuple[list[str], int]:
+async def _split(client: Any, prefix: str) -> tuple[list[str], int]:
     """Range boundaries (keys) for ``prefix``, from probes of the id's first characters.
 
     The first page gives the alphabet of the ids. Then level by level (at most 8), one
@@ -479,22 +479,24 @@ async def _split(store: Any, client: Any, prefix: str) -> tuple[list[str], int]:
     """
     probes = 1
 
-    async def page(after: str | None, max_keys: int) -> Any:
+    async def page(after: str | None, max_keys: int) -> tuple[list[str], bool]:
+        # one ListObjectsV2 through the store's aiobotocore client: (keys, truncated)
         params: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix, "MaxKeys": max_keys}
         if after is not None:
             params["StartAfter"] = after
-        return store._page(await store._list_once(client, params, prefix))
+        r = await client.list_objects_v2(**params)
+        return [o["Key"] for o in r.get("Contents", ())], bool(r.get("IsTruncated"))
 
     async def first_after(after: str) -> str | None:
         nonlocal probes
         probes += 1
-        objects = (await page(after, 1)).objects
-        return objects[0].key if objects else None
+        keys, _ = await page(after, 1)
+        return keys[0] if keys else None
 
-    first = await page(None, 1000)
-    if not first.next_token:  # one page: nothing to split
+    first, truncated = await page(None, 1000)
+    if not truncated:  # one page: nothing to split
         return [], probes
-    alphabet = sorted({c for info in first.objects for c in info.key[len(prefix) :]})
+    alphabet = sorted({c for key in first for c in key[len(prefix) :]})
     stems = [""]
     for _ in range(8):
         if len(stems) >= _RANGES:
@@ -545,7 +547,7 @@ async def _list_parallel(a: argparse.Namespace) -> dict[str, Any]:
 
         with Window() as w:
             t0 = time.perf_counter()
-            bounds, probes = await _split(store, await store.client(), prefix)
+            bounds, probes = await _split(await store.client(), prefix)
             split_seconds = time.perf_counter() - t0
             edges: list[str | None] = [None, *bounds, None]
             parts = await asyncio.gather(
