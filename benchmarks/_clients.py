@@ -162,11 +162,11 @@ def run_client(
     client: str, endpoint: Endpoint, opts: RunOptions, ours: Ours, limit: int | None = None
 ) -> dict[str, Any]:
     """One run of ``client``: ``docs``, ``seconds``, ``cpu``, ``rss_kb`` (and notes), or
-    ``skipped`` (cannot run here: why) or ``error``."""
+    ``not_run`` (cannot run here: why) or ``error``."""
     base, _, plane = client.partition("@")
     why = missing(base) or (ours.plane_note(plane, cli=base == "ours-cli") if plane else None)
     if why:
-        return {"skipped": why}
+        return {"not_run": why}
     if base in ("ours-cli", "ours-cli-w2"):
         workers = 2 if base == "ours-cli-w2" else None
         return run_cli_export(endpoint, opts, workers=workers, plane=plane or None)

@@ -24,7 +24,7 @@ BEGIN, END = "<!-- BEGIN GENERATED (benchmarks/run.py) -->", "<!-- END GENERATED
 
 def ok(r: dict[str, Any] | None) -> bool:
     """A run with a number: documents over a non-zero window."""
-    return bool(r) and "error" not in r and "skipped" not in r and bool(r.get("seconds"))
+    return bool(r) and "error" not in r and "not_run" not in r and bool(r.get("seconds"))
 
 
 def dps(r: dict[str, Any] | None) -> float | None:
@@ -55,8 +55,8 @@ def _ratio(x: float | None, y: float | None) -> str:
 
 def fmt_row(name: str, r: dict[str, Any], obstore: float | None, ours: float | None) -> str:
     """One table row; a skipped or failed client keeps its row, with the reason."""
-    if "skipped" in r:
-        return f"| {label(name)} | skipped: {r['skipped']} | | | | | | |"
+    if "not_run" in r:
+        return f"| {label(name)} | skipped: {r['not_run']} | | | | | | |"
     if "error" in r:
         return f"| {label(name)} | error: {r['error'][:160]} | | | | | | |"
     rate, cpu = dps(r) or 0.0, cpu_ms(r) or 0.0

@@ -144,7 +144,7 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             result.update(json.loads(line[7:]))
-    if "docs" not in result and "skipped" not in result:
+    if "docs" not in result:
         result["error"] = proc.tail()
     result["process_cpu"] = proc.cpu
     result["process_rss_kb"] = proc.rss_kb

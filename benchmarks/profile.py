@@ -29,7 +29,7 @@ import _runner  # noqa: E402
 #: (phase, markers): the first phase with a marker in the stack takes the sample.
 PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("startup (imports, client creation)", ("<module> (",)),  # refined below
-    ("decode: zlib inflate", ("inflate (kl3m_data_client", "zlib.decompress", "decode (workloads")),
+    ("decode: zlib inflate", ("inflate (kl3m_data_client", "zlib.decompress", "decode (_measure")),
     ("decode: base64", ("_b64 (kl3m_data_client", "b64decode")),
     ("decode: json.loads", ("_load_json (kl3m_data_client", "json/decoder.py")),
     ("decode: models/utf-8/other", ("decode_stage_object", "decode_document")),

@@ -115,7 +115,8 @@ class Run:
 
     @property
     def opts(self) -> _clients.RunOptions:
-        return _clients.RunOptions(concurrency=self.a.concurrency)
+        # a run may take minutes on a loaded machine: the timeout grows with the corpus
+        return _clients.RunOptions(concurrency=self.a.concurrency, timeout=180 + 0.03 * self.n_docs)
 
     @property
     def target_latency(self) -> float:
@@ -186,14 +187,14 @@ def fetch_runs(run: Run, lat: float) -> dict[str, list[dict[str, Any]]]:
         for c in order:
             if c in LAST_LATENCY_ONLY and lat != run.latencies[-1]:
                 continue
-            if rep and (c in _clients.ONCE or c == "ref" or any("skipped" in r for r in runs[c])):
+            if rep and (c in _clients.ONCE or c == "ref" or any("not_run" in r for r in runs[c])):
                 continue
             limit = _ref_limit(run, lat) if c == "ref" else None
             r = _clients.run_client(c, ep, run.opts, run.ours, limit=limit)
             if c == "ref" and _report.ok(r):
                 r["note_extra"] = f"capped at {limit} docs; docs/s extrapolates"
             runs[c].append(r)
-            status = r.get("skipped") or r.get("error")
+            status = r.get("not_run") or r.get("error")
             print(
                 f"  [{lat:g} ms] {c}: "
                 + (f"{status}" if status else f"{r['docs']} docs in {r['seconds']:.2f}s"),
