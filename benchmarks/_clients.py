@@ -122,9 +122,9 @@ def count_records(dest: Path) -> int:
     """JSON Lines records in an export's part files (plain or gzip)."""
     n = 0
     for part in sorted((dest / "data").glob("*.jsonl*")):
-        opener = gzip.open if part.name.endswith(".gz") else open
-        with opener(part, "rb") as fh:
-            n += sum(chunk.count(b"\n") for chunk in iter(lambda f=fh: f.read(1 << 20), b""))
+        with gzip.open(part) if part.name.endswith(".gz") else part.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                n += chunk.count(b"\n")
     return n
 
 

@@ -24,7 +24,9 @@ BEGIN, END = "<!-- BEGIN GENERATED (benchmarks/run.py) -->", "<!-- END GENERATED
 
 def ok(r: dict[str, Any] | None) -> bool:
     """A run with a number: documents over a non-zero window."""
-    return bool(r) and "error" not in r and "not_run" not in r and bool(r.get("seconds"))
+    if not r:
+        return False
+    return "error" not in r and "not_run" not in r and bool(r.get("seconds"))
 
 
 def dps(r: dict[str, Any] | None) -> float | None:
