@@ -361,7 +361,9 @@ def start(run: Run) -> None:
     print(f"building the bench bucket ({run.n_docs} docs; cached) ...", flush=True)
     spec, facts = _runner.build_bucket(run.n_docs, run.a.seed, virtual, run.a.cache_dir)
     run.results["bucket"] = facts
-    for lat in sorted({*run.latencies, 0.0}):
+    # capacity, listing and RSS run at 0 ms (the listing at every latency too)
+    zero = {0.0} if {"capacity", "list", "rss"} - run.skip else set()
+    for lat in sorted({*run.latencies, *zero}):
         run.endpoints[lat] = _runner.Endpoint(spec, lat, max_seconds=1200)
     header(run, facts)
 
