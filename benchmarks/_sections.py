@@ -73,8 +73,13 @@ class Run:
 
 def header(run: Run, facts: dict[str, Any]) -> None:
     m, v, o = run.results["machine"], run.results["versions"], run.ours
-    run.say(f"# kl3m-data-client benchmarks ({'quick' if run.quick else 'full'} run)")
+    run.say("# kl3m-data-client benchmarks" + (" (quick run)" if run.quick else ""))
     run.say()
+    run.say(
+        f"run: {run.n_docs:,} docs, latencies {', '.join(f'{x:g}' for x in run.latencies)} ms, "
+        f"best of {run.repeat}, clients: {run.a.only or 'default'}"
+        + (f", skipped parts: {','.join(sorted(run.skip))}" if run.skip else "")
+    )
     run.say(
         f"machine: {m['nproc']} cores, {m['cpu']}, load {m['loadavg_at_start']}; "
         + ", ".join(f"{k} {val}" for k, val in v.items())
@@ -110,7 +115,7 @@ def section_capacity(run: Run) -> None:
 
 def _ref_limit(run: Run, lat: float) -> int:
     """The reference is sequential (20-40x slower): one capped run, docs/s extrapolates."""
-    return (60 if run.quick else 150) if lat else (100 if run.quick else 300)
+    return min(run.n_docs, (60 if run.quick else 150) if lat else (100 if run.quick else 300))
 
 
 def fetch_runs(run: Run, lat: float) -> dict[str, list[dict[str, Any]]]:
