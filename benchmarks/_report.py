@@ -72,10 +72,20 @@ def fmt_row(name: str, r: dict[str, Any], obstore: float | None, ours: float | N
     )
 
 
-def table(best: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
-    """The side-by-side table of one latency (rows in ``order``)."""
+def table(
+    best: dict[str, dict[str, Any]], order: list[str], latency_ms: float, in_flight: int
+) -> list[str]:
+    """The side-by-side table of one latency (rows in ``order``), closed by the latency
+    bound: ``in_flight`` requests each waiting ``latency_ms`` (no client can pass it)."""
     obstore, ours = dps(best.get("obstore")), dps(best.get("ours-async"))
-    return [TABLE_HEAD, *(fmt_row(c, best[c], obstore, ours) for c in order if c in best)]
+    rows = [TABLE_HEAD, *(fmt_row(c, best[c], obstore, ours) for c in order if c in best)]
+    if latency_ms:
+        bound = in_flight * 1000 / latency_ms
+        rows.append(
+            f"| latency bound ({in_flight} in flight x {latency_ms:g} ms) | | {bound:,.0f} | - "
+            f"| - | {_ratio(bound, obstore)} | {_ratio(bound, ours)} | |"
+        )
+    return rows
 
 
 @dataclass

@@ -153,7 +153,7 @@ def section_fetch(run: Run) -> None:
         run.say()
         runs = fetch_runs(run, lat)
         best = {c: _report.best_of(rs) for c, rs in runs.items() if rs}
-        for line in _report.table(best, run.clients):
+        for line in _report.table(best, run.clients, lat, run.a.concurrency):
             run.say(line)
         run.say()
         run.results["fetch"][str(lat)] = best
