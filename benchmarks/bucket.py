@@ -27,7 +27,8 @@ from pathlib import Path
 BUCKET = "data.kl3m.ai"
 DATASET = "bench"
 TARGET_OBJECT_BYTES = 19_000
-CACHE = Path(__file__).resolve().parent / ".cache"
+#: Where built buckets are kept (``BENCH_CACHE`` overrides: ``run.py --cache-dir``).
+CACHE = Path(os.environ.get("BENCH_CACHE") or Path(__file__).resolve().parent / ".cache")
 
 
 def _resize(obj: bytes, raws: list[bytes]) -> bytes:
@@ -118,7 +119,7 @@ def build_spec(n_documents: int, seed: int, virtual: list[int]) -> dict:
 
 def spec_path(n_documents: int, seed: int, virtual: list[int]) -> tuple[Path, dict]:
     """Build (or reuse from benchmarks/.cache) the pickled spec; returns (path, facts)."""
-    CACHE.mkdir(exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     tag = (
         f"v3-n{n_documents}-s{seed}-v{'_'.join(map(str, virtual)) or 'none'}-t{TARGET_OBJECT_BYTES}"
     )

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from run import Endpoint, child_env, run_child  # noqa: E402
+from _runner import Endpoint, child_env, run_child  # noqa: E402
 
 MiB = 1 << 20
 

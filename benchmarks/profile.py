@@ -18,16 +18,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench_run  # noqa: E402
+import _clients  # noqa: E402
+import _runner  # noqa: E402
 
 #: (phase, markers): the first phase with a marker in the stack takes the sample.
 PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("startup (imports, client creation)", ("<module> (",)),  # refined below
-    ("decode: zlib inflate", ("inflate (kl3m_data_client", "zlib.decompress", "decode (workloads")),
+    ("decode: zlib inflate", ("inflate (kl3m_data_client", "zlib.decompress", "decode (_measure")),
     ("decode: base64", ("_b64 (kl3m_data_client", "b64decode")),
     ("decode: json.loads", ("_load_json (kl3m_data_client", "json/decoder.py")),
     ("decode: models/utf-8/other", ("decode_stage_object", "decode_document")),
@@ -80,64 +82,69 @@ def aggregate(raw: Path, docs: int, rate: int) -> tuple[dict[str, float], list[t
     )
 
 
+def virtual_sizes(dataset: str) -> list[int]:
+    """The virtual datasets the bucket needs: the usual 10k and 100k, plus ``N`` of a
+    ``--dataset vN`` (any size: the endpoint generates the keys)."""
+    sizes = {10_000, 100_000}
+    if dataset.startswith("v") and dataset[1:].isdigit():
+        sizes.add(int(dataset[1:]))
+    return sorted(sizes)
+
+
+def record(pyspy: str, args: list[str], raw: Path, rate: int) -> dict[str, Any] | str:
+    """Run the workload twice under py-spy (raw stacks, then a speedscope file); its
+    ``RESULT`` (or why it failed)."""
+    result: dict[str, Any] = {}
+    for fmt, path in (("raw", raw), ("speedscope", raw.with_suffix(".speedscope.json"))):
+        cmd = [pyspy, "record", "--format", fmt, "--rate", str(rate), "-o", str(path), "--"]
+        res = subprocess.run(
+            [*cmd, sys.executable, *args],
+            capture_output=True,
+            env=_runner.child_env(),
+            timeout=600,
+            check=False,
+        )
+        if fmt == "raw":
+            for line in res.stdout.decode().splitlines():
+                if line.startswith("RESULT "):
+                    result = json.loads(line[7:])
+            if not result:
+                return f"failed: {res.stderr.decode()[-500:]}"
+            if not result.get("docs"):
+                return "no documents (is the dataset in the bench bucket? vN datasets are)"
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="ours-async,aiobotocore,ours-export-1")
-    ap.add_argument("--dataset", default="v10000")
+    ap.add_argument("--dataset", default="v10000", help="bench, or vN (N virtual documents)")
     ap.add_argument("--rate", type=int, default=400)
     ap.add_argument("--docs", type=int, default=2000, help="bench corpus size (spec cache key)")
     a = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]' (the bench extra)")
     out_dir = HERE / ".results"
     out_dir.mkdir(exist_ok=True)
-    r = subprocess.run(
-        [sys.executable, str(HERE / "bucket.py"), str(a.docs), "1", "10000", "100000"],
-        capture_output=True,
-        check=True,
-        env=bench_run.child_env(),
-    )
-    spec = Path(r.stdout.decode().strip().splitlines()[-1].split("\t")[0])
-    ep = bench_run.Endpoint(spec, 0.0, max_seconds=900)
-    report: dict[str, dict] = {}
+    spec, _ = _runner.build_bucket(a.docs, 1, virtual_sizes(a.dataset), None)
+    ep = _runner.Endpoint(spec, 0.0, max_seconds=900)
+    report: dict[str, dict[str, Any]] = {}
     try:
         for client in a.clients.split(","):
-            args = bench_run.workload(client, ep, dataset=a.dataset)
+            args = _clients.workload_args(client, ep, dataset=a.dataset)
             raw = out_dir / f"profile-{client}.txt"
-            for fmt, path in (("raw", raw), ("speedscope", raw.with_suffix(".speedscope.json"))):
-                res = subprocess.run(
-                    [
-                        pyspy,
-                        "record",
-                        "--format",
-                        fmt,
-                        "--rate",
-                        str(a.rate),
-                        "-o",
-                        str(path),
-                        "--",
-                        sys.executable,
-                        *args,
-                    ],
-                    capture_output=True,
-                    env=bench_run.child_env(),
-                    timeout=600,
-                    check=False,
-                )
-                if fmt == "raw":
-                    result = {}
-                    for line in res.stdout.decode().splitlines():
-                        if line.startswith("RESULT "):
-                            result = json.loads(line[7:])
-                    if not result:
-                        print(f"{client}: failed: {res.stderr.decode()[-500:]}")
-                        break
-            else:
-                phases, top = aggregate(raw, result["docs"], a.rate)
-                report[client] = {"result": result, "phases": phases, "top_self": top}
+            result = record(pyspy, args, raw, a.rate)
+            if isinstance(result, str):
+                print(f"{client}: {result}")
+                continue
+            phases, top = aggregate(raw, result["docs"], a.rate)
+            report[client] = {"result": result, "phases": phases, "top_self": top}
     finally:
         ep.stop()
+    if not report:
+        print("nothing profiled")
+        return 1
     names = list(report)
     print(f"CPU ms per document by phase (py-spy, {a.dataset}, 0 ms latency)\n")
     print("| phase | " + " | ".join(names) + " |")

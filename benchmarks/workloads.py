@@ -8,8 +8,9 @@ Fetch-and-decode clients list ``documents/{dataset}/``, GET every object and dec
 ``boto3`` (64 threads), ``s3fs`` (batch ``cat``), ``aiobotocore`` (64-way semaphore),
 ``obstore``, ``ours-async`` (``AsyncKL3MClient.stream_documents``), ``ours-sync``
 (``KL3MClient.stream_documents``), ``ours-export`` (``client.export``, ``--workers``,
-``--format``, ``--stage``). Listing: ``list-paginator``, ``list-ours``, ``list-index``,
-``list-obstore``, ``list-parallel`` (``list-ours`` over key ranges listed concurrently).
+``--format``, ``--stage``); ``--data-plane`` is passed to our clients as ``data_plane=``.
+Listing: ``list-paginator``, ``list-ours``, ``list-index``, ``list-obstore``,
+``list-parallel`` (``list-ours`` over key ranges listed concurrently).
 
 The client is created and one request made (a warm-up) before the clock starts; the window
 covers listing, GETs and decoding. Prints ``RESULT {json}`` with the window's wall time and
@@ -20,90 +21,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import resource
 import sys
 import tempfile
-import time
-import zlib
 from typing import Any
 
-BUCKET = "data.kl3m.ai"
-KEY_ID = "AKIABENCHMARK0000000"
-SECRET = "benchmark/secret/key/not/a/real/one/00000"
-REGION = "us-east-1"
-
-
-def _cpu() -> float:
-    s = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-def _children_cpu() -> float:
-    """The share of :func:`_cpu` spent in waited-for child processes (export workers)."""
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return c.ru_utime + c.ru_stime
-
-
-def _sys_cpu() -> float:
-    """The kernel's share of :func:`_cpu` (syscalls: sockets, file writes, fsync)."""
-    s = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_stime + c.ru_stime
-
-
-def decode(body: bytes) -> int:
-    """What every peer does with a documents-stage object: JSON, base64, zlib."""
-    obj = json.loads(body)
-    return len(zlib.decompress(base64.b64decode(obj["content"])))
-
-
-def peak_rss_kb() -> int:
-    """VmHWM of this process (reset at exec, unlike ru_maxrss which keeps the peak of the
-    forked parent's memory image)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-class Window:
-    """Wall and CPU time of the measured part."""
-
-    def __enter__(self) -> Window:
-        self.t0, self.c0, self.s0 = time.perf_counter(), _cpu(), _sys_cpu()
-        self.k0 = _children_cpu()
-        self.profiler = None
-        if os.environ.get("BENCH_CPROFILE"):
-            # benchmarks/profile.py would shadow the stdlib ``profile`` that cProfile imports
-            here = os.path.dirname(os.path.abspath(__file__))
-            saved, sys.path[:] = list(sys.path), [p for p in sys.path if p not in ("", here)]
-            sys.modules.pop("profile", None)
-            try:
-                import cProfile
-            finally:
-                sys.path[:] = saved
-
-            self.profiler = cProfile.Profile()
-            self.profiler.enable()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.profiler is not None:
-            self.profiler.disable()
-            self.profiler.dump_stats(os.environ["BENCH_CPROFILE"])
-        self.seconds = time.perf_counter() - self.t0
-        self.cpu = _cpu() - self.c0
-        self.sys_cpu = _sys_cpu() - self.s0
-        self.children_cpu = _children_cpu() - self.k0
+from _list_workloads import (
+    list_index,
+    list_obstore,
+    list_ours,
+    list_paginator,
+    list_parallel,
+)
+from _measure import (
+    BUCKET,
+    KEY_ID,
+    REGION,
+    SECRET,
+    Window,
+    decode,
+    obstore_store,
+    ours_kwargs,
+    peak_rss_kb,
+)
 
 
 # ------------------------------------------------------------------------------ peers
@@ -243,24 +186,10 @@ async def _aiobotocore(a: argparse.Namespace) -> dict[str, Any]:
     return {"docs": len(sizes), "raw_bytes": sum(sizes), "window": w}
 
 
-def _obstore(a: argparse.Namespace) -> Any:
-    from obstore.store import S3Store
-
-    return S3Store(
-        BUCKET,
-        endpoint=a.endpoint,
-        access_key_id=KEY_ID,
-        secret_access_key=SECRET,
-        region=REGION,
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True, "pool_max_idle_per_host": str(a.concurrency)},
-    )
-
-
 async def _obstore_run(a: argparse.Namespace) -> dict[str, Any]:
     import obstore
 
-    store = _obstore(a)
+    store = obstore_store(a)
     with contextlib.suppress(FileNotFoundError):
         await obstore.head_async(store, "documents/__warmup__.json")
     sem = asyncio.Semaphore(a.concurrency)
@@ -292,20 +221,9 @@ async def _obstore_run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ ours
-def _ours_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "bucket": BUCKET,
-        "endpoint_url": a.endpoint,
-        "region": REGION,
-        "aws_access_key_id": KEY_ID,
-        "aws_secret_access_key": SECRET,
-        "max_concurrency": a.concurrency,
-    }
-    if a.memory_budget:  # benchmarks/budget.py: only passed to a client that has the option
-        kwargs["memory_budget"] = a.memory_budget
-    return kwargs
 
 
+# ------------------------------------------------------------------------------ ours
 def _raw_len(content: Any) -> int:
     return len(content.raw)
 
@@ -313,7 +231,7 @@ def _raw_len(content: Any) -> int:
 async def _ours_async(a: argparse.Namespace) -> dict[str, Any]:
     from kl3m_data_client import AsyncKL3MClient
 
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
+    async with AsyncKL3MClient(**ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
         docs = raw_bytes = 0
         with Window() as w:
@@ -326,7 +244,7 @@ async def _ours_async(a: argparse.Namespace) -> dict[str, Any]:
 def run_ours_sync(a: argparse.Namespace) -> dict[str, Any]:
     from kl3m_data_client import KL3MClient
 
-    with KL3MClient(**_ours_kwargs(a)) as client:
+    with KL3MClient(**ours_kwargs(a)) as client:
         client.exists(a.dataset, "__warmup__")
         docs = raw_bytes = 0
         with Window() as w:
@@ -344,7 +262,7 @@ async def _ours_export(a: argparse.Namespace) -> dict[str, Any]:
 
         _json._orjson = None
 
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
+    async with AsyncKL3MClient(**ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
         with tempfile.TemporaryDirectory(prefix="kl3m-bench-") as dest:
             options: dict[str, Any] = {
@@ -379,15 +297,19 @@ def _obstore_get(a: argparse.Namespace, client: Any) -> Any:
 
     import obstore
 
-    store = _obstore(a)
+    store = obstore_store(a)
     sem = asyncio.Semaphore(a.concurrency)
 
-    async def get(key: str) -> bytes | None:
+    async def get(key: str, *, admit: Any = None) -> bytes | None:
         async with sem:
             try:
                 r = await obstore.get_async(store, key)
             except FileNotFoundError:
                 return None
+            if admit is not None and not admit(r.meta["size"]):  # the memory budget
+                from kl3m_data_client._budget import NeedRoom
+
+                raise NeedRoom(key, r.meta["size"])
             data = bytes(await r.bytes_async())
         etag = str(r.meta.get("e_tag") or "").strip('"').lower()
         if len(etag) == 32 and hashlib.md5(data, usedforsecurity=False).hexdigest() != etag:
@@ -401,7 +323,7 @@ async def _obstore_export(a: argparse.Namespace) -> dict[str, Any]:
     """Our export (listing, records, writers, manifest) with GETs through obstore."""
     from kl3m_data_client import AsyncKL3MClient
 
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
+    async with AsyncKL3MClient(**ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
         get = _obstore_get(a, client)
         await get("documents/__warmup__.json")
@@ -415,162 +337,6 @@ async def _obstore_export(a: argparse.Namespace) -> dict[str, Any]:
     return {"docs": report.exported, "errors": report.errors, "window": w}
 
 
-# ------------------------------------------------------------------------------ listing
-async def _list_paginator(a: argparse.Namespace) -> dict[str, Any]:
-    from aiobotocore.session import AioSession
-    from botocore.config import Config
-
-    async with AioSession().create_client(
-        "s3",
-        endpoint_url=a.endpoint,
-        region_name=REGION,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        config=Config(s3={"addressing_style": "path"}),
-    ) as s3:
-        await s3.list_objects_v2(Bucket=BUCKET, Prefix="documents/__warmup__/", MaxKeys=1)
-        n = 0
-        with Window() as w:
-            paginator = s3.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=BUCKET, Prefix=f"documents/{a.dataset}/"):
-                n += len(page.get("Contents", ()))
-    return {"docs": n, "window": w}
-
-
-async def _list_ours(a: argparse.Namespace) -> dict[str, Any]:
-    from kl3m_data_client import AsyncKL3MClient
-
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
-        await client.exists(a.dataset, "__warmup__")
-        n = 0
-        with Window() as w:
-            async for _ in client.iter_documents(a.dataset):
-                n += 1
-    return {"docs": n, "window": w}
-
-
-async def _list_index(a: argparse.Namespace) -> dict[str, Any]:
-    from kl3m_data_client import AsyncKL3MClient
-
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
-        await client.exists(a.dataset, "__warmup__")
-        with Window() as w:
-            index = await client.get_dataset_index(a.dataset)
-            n = len(index.objects) if index is not None else 0
-    return {"docs": n, "window": w}
-
-
-#: Ranges wanted (at least; up to twice as many are kept).
-_RANGES = 8
-
-
-async def _split(store: Any, client: Any, prefix: str) -> tuple[list[str], int]:
-    """Range boundaries (keys) for ``prefix``, from probes of the id's first characters.
-
-    The first page gives the alphabet of the ids. Then level by level (at most 8), one
-    ``MaxKeys=1`` ListObjectsV2 after ``prefix + stem`` and after ``prefix + stem + c`` for each
-    character ``c`` of that alphabet, concurrently: the keys returned give characters that
-    follow ``stem`` (others too: a probe returns the next key whatever it holds), and those
-    extend the stems. Any sorted boundaries partition the keys; the probes only make the
-    ranges even.
-    """
-    probes = 1
-
-    async def page(after: str | None, max_keys: int) -> Any:
-        params: dict[str, Any] = {"Bucket": BUCKET, "Prefix": prefix, "MaxKeys": max_keys}
-        if after is not None:
-            params["StartAfter"] = after
-        return store._page(await store._list_once(client, params, prefix))
-
-    async def first_after(after: str) -> str | None:
-        nonlocal probes
-        probes += 1
-        objects = (await page(after, 1)).objects
-        return objects[0].key if objects else None
-
-    first = await page(None, 1000)
-    if not first.next_token:  # one page: nothing to split
-        return [], probes
-    alphabet = sorted({c for info in first.objects for c in info.key[len(prefix) :]})
-    stems = [""]
-    for _ in range(8):
-        if len(stems) >= _RANGES:
-            break
-        afters = [prefix + s + c for s in stems for c in ("", *alphabet)]
-        found = await asyncio.gather(*(first_after(x) for x in afters))
-        deeper = {
-            key[len(prefix) : len(prefix) + len(s) + 1]
-            for s in stems
-            for key in found
-            if key is not None and key.startswith(prefix + s) and len(key) > len(prefix + s)
-        }
-        if not deeper:
-            break
-        stems = sorted(deeper)
-    if len(stems) > 2 * _RANGES:  # every k-th stem
-        stems = [stems[i * len(stems) // (2 * _RANGES)] for i in range(2 * _RANGES)]
-    return [prefix + s for s in stems[1:]], probes
-
-
-async def _list_parallel(a: argparse.Namespace) -> dict[str, Any]:
-    """The ids of ``iter_documents``, listed as key ranges ``(b[i], b[i+1]]`` concurrently."""
-    from kl3m_data_client import AsyncKL3MClient
-    from kl3m_data_client._keys import document_id_from_key
-    from kl3m_data_client._stream import closing
-
-    async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
-        await client.exists(a.dataset, "__warmup__")
-        store = client.store
-        prefix = f"documents/{a.dataset}/"
-        overshoot = 0
-
-        async def one_range(after: str | None, upper: str | None) -> list[str]:
-            nonlocal overshoot
-            ids: list[str] = []
-            async with closing(store.list_pages(prefix, start_after=after)) as pages:
-                async for page in pages:
-                    for info in page.objects:
-                        if upper is not None and info.key > upper:
-                            overshoot += 1
-                            continue
-                        doc_id = document_id_from_key(info.key)
-                        if doc_id:
-                            ids.append(doc_id)
-                    if upper is not None and page.objects and page.objects[-1].key > upper:
-                        break
-            return ids
-
-        with Window() as w:
-            t0 = time.perf_counter()
-            bounds, probes = await _split(store, await store.client(), prefix)
-            split_seconds = time.perf_counter() - t0
-            edges: list[str | None] = [None, *bounds, None]
-            parts = await asyncio.gather(
-                *(one_range(edges[i], edges[i + 1]) for i in range(len(edges) - 1))
-            )
-            ids = [i for part in parts for i in part]
-    assert len(set(ids)) == len(ids), "a key listed twice"
-    return {
-        "docs": len(ids),
-        "window": w,
-        "ranges": len(edges) - 1,
-        "probes": probes,
-        "split_seconds": split_seconds,
-        "overshoot": overshoot,
-    }
-
-
-async def _list_obstore(a: argparse.Namespace) -> dict[str, Any]:
-    import obstore
-
-    store = _obstore(a)
-    n = 0
-    with Window() as w:
-        async for batch in obstore.list(store, f"documents/{a.dataset}/", chunk_size=1000):
-            n += len(batch)
-    return {"docs": n, "window": w}
-
-
 RUNNERS = {
     "ref": run_ref,
     "boto3": run_boto3,
@@ -581,11 +347,11 @@ RUNNERS = {
     "ours-sync": run_ours_sync,
     "ours-export": lambda a: asyncio.run(_ours_export(a)),
     "obstore-export": lambda a: asyncio.run(_obstore_export(a)),
-    "list-paginator": lambda a: asyncio.run(_list_paginator(a)),
-    "list-ours": lambda a: asyncio.run(_list_ours(a)),
-    "list-index": lambda a: asyncio.run(_list_index(a)),
-    "list-obstore": lambda a: asyncio.run(_list_obstore(a)),
-    "list-parallel": lambda a: asyncio.run(_list_parallel(a)),
+    "list-paginator": lambda a: asyncio.run(list_paginator(a)),
+    "list-ours": lambda a: asyncio.run(list_ours(a)),
+    "list-index": lambda a: asyncio.run(list_index(a)),
+    "list-obstore": lambda a: asyncio.run(list_obstore(a)),
+    "list-parallel": lambda a: asyncio.run(list_parallel(a)),
 }
 
 
@@ -600,6 +366,7 @@ def main() -> None:
     ap.add_argument("--format", default="jsonl")
     ap.add_argument("--stage", default="documents")
     ap.add_argument("--memory-budget", default=None, help="e.g. 1GiB (ours, if it has it)")
+    ap.add_argument("--data-plane", default=None, help="ours: AsyncKL3MClient(data_plane=...)")
     a = ap.parse_args()
     out = RUNNERS[a.client](a)
     w = out.pop("window")
