@@ -19,7 +19,6 @@ all shards), so any scheduler (Ray, Dask, a Slurm array) can run them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -27,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kl3m_data_client._bridge import run_sync
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
 from kl3m_data_client.export._client_api import ClientFactory
@@ -183,7 +183,8 @@ def export_shard(
     """Export shard ``(index, count)`` into its sub-directory of ``destination`` (resuming it;
     with ``retry_errors``, then retrying its recorded per-object errors).
 
-    Blocking: runs its own event loop and its own client, ``client_factory(config=config)``
+    Blocking: runs its own event loop thread (so it may be called from a thread that runs
+    an event loop) and its own client, ``client_factory(config=config)``
     (e.g. ``AsyncKL3MClient``; pass ``config.without_secrets()`` across processes:
     credentials then come from botocore's chain where this runs). Returns the shard's
     report as a dict.
@@ -203,7 +204,7 @@ def export_shard(
                 **options,
             )
 
-    report = asyncio.run(run())
+    report = run_sync(run, name="kl3m-export-shard")
     out = report.as_dict()
     out["shard"] = index
     out["processed_this_run"] = round(report.docs_per_second * report.duration)
