@@ -155,3 +155,32 @@ def test_shard_planning_and_distributed_steps_need_no_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'kl3m-data-client[ray]'" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_documented_shard_rule_is_the_code() -> None:
+    """docs/export.md writes the hash of ``shard=`` and ``workers`` out as Python; evaluated,
+    it gives what the exporter computes, for plain, non-ASCII and lone-surrogate ids."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    from kl3m_data_client.export import in_shard, shard_hash
+    from kl3m_data_client.export._records import worker_of
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text("utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `shard` |"))
+    formula = re.search(r"`(int\.from_bytes\(.*?\))`", row)
+    assert formula is not None, row
+    worker_row = next(line for line in text.splitlines() if line.startswith("| `workers` |"))
+    assert "`(shard_hash(id) // count) % workers == j`" in worker_row
+    for doc_id in ["title-17/chapter-1", "Ärzte/§ 5", "bad-\udcff-id", "0"]:
+        documented = eval(formula.group(1), {"hashlib": hashlib, "id": doc_id})
+        assert documented == shard_hash(doc_id)
+        for count in (1, 3, 7):
+            index = documented % count
+            assert in_shard(doc_id, (index, count), None)
+            assert not in_shard(doc_id, ((index + 1) % count, count), None) or count == 1
+            for workers in (2, 5):
+                j = (documented // count) % workers
+                assert worker_of(doc_id, (index, count), workers) == j
+                assert in_shard(doc_id, (index, count), (j, workers))
