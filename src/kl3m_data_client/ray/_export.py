@@ -105,6 +105,24 @@ def _export_shard(
     )
 
 
+def _gather(
+    pending: list[Any], start: float, progress: Callable[[ExportProgress], Any] | None
+) -> list[dict[str, Any]]:
+    """The results of the shard tasks as they finish (``progress`` told after each); if one
+    fails (or the driver is interrupted), the others are cancelled: all stays resumable."""
+    results: list[dict[str, Any]] = []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            results.extend(_get_typed(ready))
+            if progress is not None:
+                progress(_progress_of(results, start, done=False))
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return results
+
+
 def export_distributed(
     dataset_id: str,
     destination: str | os.PathLike[str],
@@ -168,16 +186,7 @@ def export_distributed(
             shard_task.remote(public, dataset_id, dest, i, shards, options, retry_errors)
             for i in range(shards)
         ]
-        results: list[dict[str, Any]] = []
-        try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                results.extend(_get_typed(ready))
-                if progress is not None:
-                    progress(_progress_of(results, start, done=False))
-        finally:
-            for ref in pending:  # a shard failed, or Ctrl-C: the others stop, resumable
-                ray.cancel(ref)
+        results = _gather(pending, start, progress)
         duration = time.monotonic() - start
         processed = sum(int(r["processed_this_run"]) for r in results)
         report: ExportReport = ray.get(
