@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from kl3m_data_client import AsyncKL3MClient, ClientConfig
+from kl3m_data_client import AsyncKL3MClient, ClientConfig, InvalidInputError
 from kl3m_data_client.export import shard_hash
 from kl3m_data_client.export._distributed import (
+    DISTRIBUTED_TOOL,
     distributed_fingerprint,
     export_shard,
     merge_shards,
@@ -68,3 +69,28 @@ async def test_shards_export_from_inside_a_running_event_loop(
     # a rerun resumes: each shard is already complete
     again = export_shard(config, "cap", dest, 0, 3, OPTIONS, client_factory=AsyncKL3MClient)
     assert again["processed_this_run"] == 0 and again["exported"] == results[0]["exported"]
+
+
+async def test_prepare_destination_refuses_what_it_does_not_own(
+    kl3m_corpus_bucket: Any, tmp_path: Path
+) -> None:
+    kw = kl3m_corpus_bucket.client_kwargs()
+    config = ClientConfig.from_kwargs(**kw)
+    fingerprint = distributed_fingerprint(config, "cap", 2, **OPTIONS)
+    async with AsyncKL3MClient(**kw) as client:
+        await client.export("cap", tmp_path / "single", **OPTIONS)
+    with pytest.raises(InvalidInputError, match="holds a single-machine export"):
+        prepare_destination(tmp_path / "single", fingerprint)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text('{"tool": "something else"}')
+    with pytest.raises(InvalidInputError, match="not a kl3m-data-client export manifest"):
+        prepare_destination(tmp_path / "other", fingerprint)
+    (tmp_path / "other" / "manifest.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not a valid export manifest"):
+        prepare_destination(tmp_path / "other", fingerprint)
+    # overwrite replaces the single-machine export with a fresh distributed one
+    assert prepare_destination(tmp_path / "single", fingerprint, overwrite=True) is False
+    manifest = json.loads((tmp_path / "single" / "manifest.json").read_text())
+    assert manifest["tool"] == DISTRIBUTED_TOOL and manifest["options"]["shards"] == 2
+    assert not list((tmp_path / "single").rglob("part-*"))
+    assert prepare_destination(tmp_path / "single", fingerprint) is True  # resumes

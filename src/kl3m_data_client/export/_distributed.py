@@ -19,7 +19,6 @@ all shards), so any scheduler (Ray, Dask, a Slurm array) can run them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -36,11 +35,11 @@ from kl3m_data_client.export._manifest import (
     MANIFEST,
     TOOL,
     Manifest,
-    atomic_write,
     diff_options,
     errors_name,
     read_manifest,
     wipe,
+    write_manifest,
 )
 from kl3m_data_client.export._options import make_plan
 from kl3m_data_client.export._report import Counters, ExportReport, PartInfo
@@ -85,20 +84,8 @@ def distributed_fingerprint(
 
 
 def _read_any_manifest(dest: Path) -> Manifest | None:
-    path = dest / MANIFEST
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise InvalidInputError(
-            f"{path} is not a valid export manifest ({exc}); pass overwrite=True to start over"
-        ) from None
-    if not isinstance(data, dict) or data.get("tool") not in (TOOL, DISTRIBUTED_TOOL):
-        raise InvalidInputError(
-            f"{path} is not a kl3m-data-client export manifest; choose another destination"
-        )
-    return data
+    """The manifest of a single-machine or a distributed export in ``dest``, or None."""
+    return read_manifest(dest, tools=(TOOL, DISTRIBUTED_TOOL))
 
 
 def _remove_distributed(dest: Path) -> None:
@@ -118,11 +105,6 @@ def _new_manifest(fingerprint: dict[str, Any]) -> Manifest:
         "shards": {},
         "complete": False,
     }
-
-
-def _write(dest: Path, manifest: Manifest) -> None:
-    data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write(dest / MANIFEST, data.encode("utf-8"))
 
 
 def prepare_destination(
@@ -165,7 +147,7 @@ def prepare_destination(
                 "Rerun with the same options to resume it, or pass overwrite=True to replace it"
             )
         return True
-    _write(dest, _new_manifest(fingerprint))
+    write_manifest(dest, _new_manifest(fingerprint))
     return False
 
 
@@ -278,7 +260,7 @@ def merge_shards(
     _merge_errors(dest, names)
     manifest["shards"] = shards
     manifest["complete"] = True
-    _write(dest, manifest)
+    write_manifest(dest, manifest)
     return ExportReport.from_totals(
         str(options["dataset_id"]),
         str(options["stage"]),
