@@ -95,7 +95,7 @@ def export_records(report: ExportReport) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-# ------------------------------------------------------------------------------ no Ray needed
+# ------------------------------------------------------------ read tasks run here (no cluster)
 def test_nothing_secret_is_pickled(kl3m_corpus_bucket: Any) -> None:
     from ray import cloudpickle
 

@@ -121,33 +121,53 @@ def test_marker_is_registered(pytestconfig: pytest.Config) -> None:
     assert any(str(m).startswith("kl3m_corpus(") for m in markers)
 
 
-#: Modules the plugin must not load until a fixture is used: the server module (module-level
-#: executors, an atexit hook), the corpus generator, moto and the async AWS stack.
+#: Modules the plugin must not load until a fixture is used: the server modules, the corpus
+#: generator, moto and its HTTP stack, and the async AWS stack.
 _HEAVY = (
     "kl3m_data_client.testing._server",
+    "kl3m_data_client.testing._bucket",
+    "kl3m_data_client.testing._child",
     "kl3m_data_client.testing._corpus",
     "moto",
     "aiobotocore",
+    "aiohttp",
     "botocore",
     "boto3",
     "werkzeug",
 )
 
+#: Prints what importing ``MODULE`` loaded of ``HEAVY``, the threads it started and the exit
+#: hooks it registered (pytest, which registers one of its own, is imported first).
+_PROBE = """
+import atexit, sys, threading
+import pytest
+hooks, threads = atexit._ncallbacks(), threading.active_count()
+import {module}
+heavy = {heavy!r}
+loaded = sorted(m for m in sys.modules if m in heavy or m.startswith(tuple(h + "." for h in heavy)))
+print(loaded, threading.active_count() - threads, atexit._ncallbacks() - hooks)
+"""
 
-def test_loading_the_plugin_imports_nothing_heavy() -> None:
+
+def _probe(module: str, heavy: tuple[str, ...]) -> str:
     import subprocess
 
-    code = (
-        "import sys\n"
-        "import kl3m_data_client.testing._plugin\n"
-        f"heavy = {_HEAVY!r}\n"
-        "print(sorted(m for m in sys.modules if m in heavy or m.startswith("
-        "tuple(h + '.' for h in heavy))))\n"
-    )
+    code = _PROBE.format(module=module, heavy=heavy)
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    assert proc.stdout.strip() == "[]", proc.stdout
+    return proc.stdout.strip()
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    """The pytest11 entry point loads nothing heavy, starts no thread, registers no hook."""
+    assert _probe("kl3m_data_client.testing._plugin", _HEAVY) == "[] 0 0"
+
+
+def test_importing_the_server_modules_starts_nothing() -> None:
+    """Threads (the spawner, the corpus warmer) and the exit hook come with the first server,
+    not with the import of the modules a fixture needs."""
+    assert _probe("kl3m_data_client.testing._bucket", ("moto", "werkzeug")) == "[] 0 0"
 
 
 def test_fixtures_are_listed_without_being_used(

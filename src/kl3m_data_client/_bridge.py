@@ -1,5 +1,11 @@
-"""Blocking threads <-> the event loop thread of a blocking client (an anyio portal).
+"""Running async code from sync code: the one home of the blocking <-> event loop hop.
 
+* :func:`loop_thread` starts an event loop on a new thread for the duration (an anyio
+  blocking portal); :func:`run_sync` runs one coroutine function to completion on such a
+  thread and :func:`iterate_sync` drives an async iterator from one. Both work whether or
+  not the calling thread already runs an event loop (Jupyter, an async test, a Ray actor),
+  unlike ``asyncio.run``. A ``KeyboardInterrupt`` (or any exception) in the calling thread
+  cancels the coroutine and waits for its clean-up before it propagates.
 * :func:`iterate_in_portal` drives an async iterator from a blocking thread, in batches;
   closing it early cancels the producer and waits until the source has finished its cleanup
   (shielded, so the cancellation cannot cut it short).
@@ -12,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import queue
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 import anyio
-from anyio.from_thread import BlockingPortal
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from kl3m_data_client._errors import ClientClosedError
@@ -33,6 +39,40 @@ LINGER_SECONDS = 0.004
 MAX_BATCH = 1024
 #: Upper bound of the shielded clean-up of a closed source (closing a listing takes ms).
 CLEANUP_SECONDS = 30.0
+
+
+@contextmanager
+def loop_thread(name: str = "kl3m-data-client-loop") -> Iterator[BlockingPortal]:
+    """An asyncio event loop on a new daemon thread named ``name``, for the ``with`` block.
+
+    On leaving the block the loop is stopped (tasks still running are cancelled if the
+    block raised) and the thread joined.
+    """
+    with start_blocking_portal("asyncio", name=name) as portal:
+        yield portal
+
+
+def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, name: str = "kl3m-data-client-run") -> T:
+    """``await fn(*args)`` on a private event loop thread; its result (or its exception).
+
+    The one way this library runs async code from sync code: safe inside a running event
+    loop (the calling thread only waits), and interrupting the wait cancels the coroutine
+    and waits for its clean-up.
+    """
+    with loop_thread(name) as portal:
+        return portal.call(fn, *args)
+
+
+def iterate_sync(
+    make: Callable[[], AsyncIterator[T]], buffer: int, *, name: str = "kl3m-data-client-iter"
+) -> Iterator[T]:
+    """The items of ``make()``, an async iterator run on a private event loop thread.
+
+    See :func:`iterate_in_portal` (batching, backpressure through ``buffer``, clean-up of
+    the source when the iterator is closed early). The thread lives as long as the iterator.
+    """
+    with loop_thread(name) as portal:
+        yield from iterate_in_portal(portal, make, buffer)
 
 
 class Host(Protocol):

@@ -19,14 +19,13 @@ all shards), so any scheduler (Ray, Dask, a Slurm array) can run them.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from kl3m_data_client._bridge import run_sync
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import InvalidInputError, KL3MError
 from kl3m_data_client.export._client_api import ClientFactory
@@ -36,11 +35,11 @@ from kl3m_data_client.export._manifest import (
     MANIFEST,
     TOOL,
     Manifest,
-    atomic_write,
     diff_options,
     errors_name,
     read_manifest,
     wipe,
+    write_manifest,
 )
 from kl3m_data_client.export._options import make_plan
 from kl3m_data_client.export._report import Counters, ExportReport, PartInfo
@@ -85,20 +84,8 @@ def distributed_fingerprint(
 
 
 def _read_any_manifest(dest: Path) -> Manifest | None:
-    path = dest / MANIFEST
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise InvalidInputError(
-            f"{path} is not a valid export manifest ({exc}); pass overwrite=True to start over"
-        ) from None
-    if not isinstance(data, dict) or data.get("tool") not in (TOOL, DISTRIBUTED_TOOL):
-        raise InvalidInputError(
-            f"{path} is not a kl3m-data-client export manifest; choose another destination"
-        )
-    return data
+    """The manifest of a single-machine or a distributed export in ``dest``, or None."""
+    return read_manifest(dest, tools=(TOOL, DISTRIBUTED_TOOL))
 
 
 def _remove_distributed(dest: Path) -> None:
@@ -118,11 +105,6 @@ def _new_manifest(fingerprint: dict[str, Any]) -> Manifest:
         "shards": {},
         "complete": False,
     }
-
-
-def _write(dest: Path, manifest: Manifest) -> None:
-    data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write(dest / MANIFEST, data.encode("utf-8"))
 
 
 def prepare_destination(
@@ -165,7 +147,7 @@ def prepare_destination(
                 "Rerun with the same options to resume it, or pass overwrite=True to replace it"
             )
         return True
-    _write(dest, _new_manifest(fingerprint))
+    write_manifest(dest, _new_manifest(fingerprint))
     return False
 
 
@@ -183,7 +165,8 @@ def export_shard(
     """Export shard ``(index, count)`` into its sub-directory of ``destination`` (resuming it;
     with ``retry_errors``, then retrying its recorded per-object errors).
 
-    Blocking: runs its own event loop and its own client, ``client_factory(config=config)``
+    Blocking: runs its own event loop thread (so it may be called from a thread that runs
+    an event loop) and its own client, ``client_factory(config=config)``
     (e.g. ``AsyncKL3MClient``; pass ``config.without_secrets()`` across processes:
     credentials then come from botocore's chain where this runs). Returns the shard's
     report as a dict.
@@ -203,7 +186,7 @@ def export_shard(
                 **options,
             )
 
-    report = asyncio.run(run())
+    report = run_sync(run, name="kl3m-export-shard")
     out = report.as_dict()
     out["shard"] = index
     out["processed_this_run"] = round(report.docs_per_second * report.duration)
@@ -277,7 +260,7 @@ def merge_shards(
     _merge_errors(dest, names)
     manifest["shards"] = shards
     manifest["complete"] = True
-    _write(dest, manifest)
+    write_manifest(dest, manifest)
     return ExportReport.from_totals(
         str(options["dataset_id"]),
         str(options["stage"]),

@@ -65,8 +65,9 @@ def new_manifest(options: dict[str, Any]) -> Manifest:
     }
 
 
-def read_manifest(dest: Path) -> Manifest | None:
-    """The manifest of ``dest``, or None when there is none."""
+def read_manifest(dest: Path, *, tools: tuple[str, ...] = (TOOL,)) -> Manifest | None:
+    """The manifest of ``dest``, or None when there is none; one written by another tool
+    than ``tools`` (by default the single-machine export) is refused."""
     path = dest / MANIFEST
     try:
         data = path.read_bytes()
@@ -78,7 +79,7 @@ def read_manifest(dest: Path) -> Manifest | None:
         raise InvalidInputError(
             f"{path} is not a valid export manifest ({exc}); pass overwrite=True to start over"
         ) from None
-    if not isinstance(manifest, dict) or manifest.get("tool") != TOOL:
+    if not isinstance(manifest, dict) or manifest.get("tool") not in tools:
         raise InvalidInputError(
             f"{path} is not a kl3m-data-client export manifest; choose another destination"
         )

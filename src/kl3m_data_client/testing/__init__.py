@@ -10,8 +10,8 @@ Serving and tokenizing need the ``local`` extra (``pip install 'kl3m-data-client
 importing this package does not. See ``docs/testing.md``.
 
 The names are imported on first use (PEP 562), so that loading the pytest plugin, which
-lives in this package, imports neither the server module (its executors and ``atexit``
-hook) nor the corpus generator until a fixture needs them.
+lives in this package, imports neither the server modules (moto, aiobotocore) nor the
+corpus generator until a fixture needs them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kl3m_data_client.testing._bucket import LocalBucket
     from kl3m_data_client.testing._corpus import (
         BOMB_INFLATED_SIZE,
         CREATED_AT,
@@ -38,12 +39,7 @@ if TYPE_CHECKING:
         index_key,
         zlib_bomb,
     )
-    from kl3m_data_client.testing._server import (
-        DEFAULT_REGION,
-        LocalBucket,
-        LocalS3Server,
-        ServerError,
-    )
+    from kl3m_data_client.testing._server import DEFAULT_REGION, LocalS3Server, ServerError
 
 __all__ = [
     "BOMB_INFLATED_SIZE",
@@ -70,7 +66,7 @@ __all__ = [
 
 _HOMES = {
     "DEFAULT_REGION": "_server",
-    "LocalBucket": "_server",
+    "LocalBucket": "_bucket",
     "LocalS3Server": "_server",
     "ServerError": "_server",
 }

@@ -12,8 +12,10 @@ Fixtures:
 
 The server child process is stopped at the end of the session.
 
-Loading the plugin costs nothing: it imports neither the server module (its executors and
-``atexit`` hook), moto nor aiobotocore; each fixture imports what it needs when it is used.
+Loading the plugin costs nothing: it imports neither the server modules nor the corpus
+generator, moto or aiobotocore, and starts no thread; each fixture imports what it needs
+when it is used (and the server modules start their threads and exit hook only with the
+first server).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from kl3m_data_client.testing._server import LocalBucket, LocalS3Server
+    from kl3m_data_client.testing._bucket import LocalBucket
+    from kl3m_data_client.testing._server import LocalS3Server
 
 __all__ = ["kl3m_bucket", "kl3m_corpus_bucket", "kl3m_server"]
 
@@ -69,8 +72,8 @@ def kl3m_corpus_bucket(
     kl3m_server: LocalS3Server, pytestconfig: pytest.Config
 ) -> Iterator[LocalBucket]:
     """Shared read-only bucket ``data.kl3m.ai`` with the default corpus and ``dirty`` dataset."""
+    from kl3m_data_client.testing._bucket import LocalBucket
     from kl3m_data_client.testing._corpus import DEFAULT_BUCKET
-    from kl3m_data_client.testing._server import LocalBucket
 
     n_documents = int(str(pytestconfig.getini("kl3m_corpus_documents")))
     seed = int(str(pytestconfig.getini("kl3m_corpus_seed")))
