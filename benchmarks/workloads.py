@@ -405,7 +405,7 @@ async def _obstore_export(a: argparse.Namespace) -> dict[str, Any]:
         await client.exists(a.dataset, "__warmup__")
         get = _obstore_get(a, client)
         await get("documents/__warmup__.json")
-        client.store.get = get  # type: ignore[method-assign]
+        client._store.get = get  # type: ignore[method-assign]
         with tempfile.TemporaryDirectory(prefix="kl3m-bench-") as dest:
             options: dict[str, Any] = {"stage": a.stage, "format": a.format, "workers": 1}
             if a.limit:
@@ -520,7 +520,7 @@ async def _list_parallel(a: argparse.Namespace) -> dict[str, Any]:
 
     async with AsyncKL3MClient(**_ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
-        store = client.store
+        store = client._store
         prefix = f"documents/{a.dataset}/"
         overshoot = 0
 

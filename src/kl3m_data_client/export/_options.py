@@ -1,13 +1,24 @@
-"""Export options: validated once into a picklable :class:`ExportPlan`."""
+"""Export options: one :class:`ExportOptions` type, validated once into a picklable
+:class:`ExportPlan`.
+
+:class:`ExportOptions` is the single list of export options (names, types, defaults) shared
+by ``AsyncKL3MClient.export``, ``KL3MClient.export``, ``iter_jsonl_export``, the function
+:func:`kl3m_data_client.export.export`, the ``kl3m-client export`` command and the
+distributed export. :class:`ExportKeywords` is the same list as keyword arguments (for
+``**changes: Unpack[ExportKeywords]`` signatures that IDEs and mypy check); a unit test keeps
+the two equal.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
@@ -16,9 +27,20 @@ from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT
 from kl3m_data_client.export._records import RecordFilter
 from kl3m_data_client.models.common import DATA_STAGES, Stage
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 FORMATS = ("jsonl", "parquet")
 JSONL_COMPRESSIONS = ("none", "gzip", "zstd")
 PARQUET_COMPRESSIONS = ("zstd", "snappy")
+
+#: ``workers`` when none is given (the API and ``kl3m-client export``): ``"auto"`` or a count.
+DEFAULT_WORKERS: int | Literal["auto"] = "auto"
+#: The most workers ``workers="auto"`` starts.
+AUTO_WORKERS_MAX = 8
+#: ``workers="auto"`` starts a worker per this many explicit ids at most (a worker process
+#: costs an interpreter start and a client; a short list is faster in one process).
+AUTO_DOCUMENTS_PER_WORKER = 1000
 
 #: Options that change the output; a resume must repeat them exactly.
 FINGERPRINT_FIELDS = (
@@ -39,12 +61,168 @@ FINGERPRINT_FIELDS = (
     "records_per_part",
     "workers",
 )
-#: The keyword options of an export (``make_plan`` takes ``bucket``/``dataset_id`` apart).
-PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {
-    "max_concurrency",
-    "outage_timeout",
-    "memory_budget",
-}
+
+Workers = int | Literal["auto"]
+Shard = tuple[int, int] | str
+IdsOption = str | os.PathLike[str] | Iterable[str]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every option of an export (see ``docs/export.md`` for each one's meaning).
+
+    Pass one to ``export(..., options=ExportOptions(...))`` or give the same names as
+    keywords (keywords override the fields of ``options``).
+    """
+
+    #: source stage: documents, representations or parquet
+    stage: Stage | str = Stage.DOCUMENTS
+    #: ``jsonl`` or ``parquet``
+    format: str = "jsonl"
+    #: jsonl: none/gzip/zstd (default none); parquet: zstd/snappy (default zstd)
+    compression: str | None = None
+    #: ``tokens`` or ``text`` (default: text for documents, else tokens)
+    content: str | None = None
+    #: only ids below this sub-path of the dataset
+    key_prefix: str | None = None
+    #: explicit document ids: an iterable, or a path to a file with one id per line
+    ids: IdsOption | None = None
+    #: stop after this many exported records (needs one worker)
+    max_documents: int | None = None
+    #: keep these MIME types (a list or a comma-separated string)
+    mime_types: Iterable[str] | str | None = None
+    #: token count range (representations, parquet)
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    #: drop records already exported (needs one worker)
+    deduplicate: bool = False
+    #: ``(index, count)`` or ``"I/N"``: export one hash shard
+    shard: Shard | None = None
+    #: records per output part
+    records_per_part: int = 100_000
+    #: exporters in parallel (the calling process and ``workers - 1`` spawned processes), or
+    #: ``"auto"`` (see :func:`resolve_workers`)
+    workers: Workers = DEFAULT_WORKERS
+    #: GETs in flight (default: twice the client's ``max_concurrency``)
+    max_concurrency: int | None = None
+    #: bytes (or ``"512MiB"``) documents in flight and unwritten records may hold
+    #: (default: the client's)
+    memory_budget: int | str | None = None
+    #: seconds a systemic failure is waited for before the export stops (default 300)
+    outage_timeout: float | None = None
+    #: continue an unfinished export in the destination
+    resume: bool = True
+    #: replace whatever export the destination holds
+    overwrite: bool = False
+    #: once finished, fetch the objects of errors.jsonl again (a retry round)
+    retry_errors: bool = False
+
+
+class RecordKeywords(TypedDict, total=False):
+    """The fields of :class:`ExportOptions` as keyword arguments, but for ``key_prefix`` and
+    ``max_documents`` (positional in ``iter_jsonl_export``, as in 0.2.0)."""
+
+    stage: Stage | str
+    format: str
+    compression: str | None
+    content: str | None
+    ids: IdsOption | None
+    mime_types: Iterable[str] | str | None
+    min_tokens: int | None
+    max_tokens: int | None
+    deduplicate: bool
+    shard: Shard | None
+    records_per_part: int
+    workers: Workers
+    max_concurrency: int | None
+    memory_budget: int | str | None
+    outage_timeout: float | None
+    resume: bool
+    overwrite: bool
+    retry_errors: bool
+
+
+class ExportKeywords(RecordKeywords, total=False):
+    """The fields of :class:`ExportOptions` as keyword arguments (same names and types)."""
+
+    key_prefix: str | None
+    max_documents: int | None
+
+
+#: The names of the export options, in declaration order.
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ExportOptions))
+#: The run controls among them (they do not shape the plan, nor the records).
+RUN_CONTROLS = frozenset({"resume", "overwrite", "retry_errors"})
+
+
+def merge_options(options: ExportOptions | None, changes: Mapping[str, Any]) -> ExportOptions:
+    """``options`` (or the defaults) with ``changes`` applied; TypeError names an unknown one."""
+    unknown = sorted(set(changes) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
+    if options is not None and not isinstance(options, ExportOptions):
+        raise TypeError(f"options must be an ExportOptions, got {type(options).__name__}")
+    return replace(options or ExportOptions(), **changes)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def main_is_import_safe() -> bool:
+    """True if a spawned process can start without re-running the caller's script.
+
+    A spawned process imports the main module; a script without an
+    ``if __name__ == "__main__":`` guard would start the export again there. Without a main
+    file (REPL, notebook, ``-c``) or with the guard in the main file, spawning is safe.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return True
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and str(getattr(spec, "name", "")).endswith("__main__"):
+        return True  # ``python -m package``: never re-run by multiprocessing
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "__name__" in source and "__main__" in source
+
+
+def processes_usable() -> bool:
+    """True if this process may start worker processes (not a daemon, import-safe main)."""
+    return not multiprocessing.current_process().daemon and main_is_import_safe()
+
+
+def resolve_workers(
+    workers: Workers,
+    *,
+    deduplicate: bool = False,
+    max_documents: int | None = None,
+    ids: IdSource | None = None,
+    processes: bool = True,
+) -> int:
+    """The worker count of ``workers`` (an int is checked; ``"auto"`` is resolved).
+
+    ``"auto"``: the usable CPUs, at most :data:`AUTO_WORKERS_MAX`; 1 where worker
+    processes cannot be used (``processes=False``, ``deduplicate``, ``max_documents``) and at
+    most one worker per :data:`AUTO_DOCUMENTS_PER_WORKER` explicit ids.
+    """
+    if workers != "auto":
+        count = _opt_int("workers", workers, 1)
+        assert count is not None
+        return count
+    if not processes or deduplicate or max_documents is not None:
+        return 1
+    count = min(usable_cpus(), AUTO_WORKERS_MAX)
+    if ids is not None:
+        count = min(count, max(1, ids.count // AUTO_DOCUMENTS_PER_WORKER))
+    return max(1, count)
 
 
 @dataclass(frozen=True)
@@ -54,6 +232,8 @@ class IdSource:
     path: str | None
     items: tuple[str, ...] | None
     digest: str
+    #: the number of ids (-1: unknown)
+    count: int = field(default=-1, compare=False)
 
     def __iter__(self) -> Iterator[str]:
         if self.items is not None:
@@ -74,14 +254,16 @@ class IdSource:
             if not path.is_file():
                 raise InvalidInputError(f"ids file {str(path)!r} does not exist")
             h = hashlib.sha256()
+            count = 0
             with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            return cls(path=str(path.resolve()), items=None, digest="file:" + h.hexdigest())
+                for line in fh:
+                    h.update(line)
+                    count += bool(line.strip())
+            return cls(str(path.resolve()), None, "file:" + h.hexdigest(), count)
         items = tuple(str(i).strip() for i in ids)
         items = tuple(i for i in items if i)
         h = hashlib.sha256("\n".join(items).encode("utf-8", "surrogatepass"))
-        return cls(path=None, items=items, digest="list:" + h.hexdigest())
+        return cls(None, items, "list:" + h.hexdigest(), len(items))
 
 
 @dataclass(frozen=True)
@@ -175,26 +357,24 @@ def make_plan(
     *,
     bucket: str,
     dataset_id: str,
-    stage: Stage | str = Stage.DOCUMENTS,
-    format: str = "jsonl",
-    compression: str | None = None,
-    content: str | None = None,
-    key_prefix: str | None = None,
-    ids: str | os.PathLike[str] | Iterable[str] | None = None,
-    max_documents: int | None = None,
-    mime_types: Iterable[str] | str | None = None,
-    min_tokens: int | None = None,
-    max_tokens: int | None = None,
-    deduplicate: bool = False,
-    shard: Any = None,
-    records_per_part: int = 100_000,
-    max_concurrency: int | None = None,
-    workers: int = 1,
+    options: ExportOptions | None = None,
     default_concurrency: int = 64,
-    outage_timeout: float | None = None,
-    memory_budget: int | str | None = None,
+    processes: bool = False,
+    **changes: Unpack[ExportKeywords],
 ) -> ExportPlan:
-    """Validate export options (raises InvalidInputError naming the bad one)."""
+    """Validate export options (raises InvalidInputError naming the bad one).
+
+    ``options`` with ``changes`` applied (keywords win); ``workers="auto"`` is resolved by
+    :func:`resolve_workers` (``processes``: whether worker processes can be used at all).
+    The run controls (``resume``, ``overwrite``, ``retry_errors``) are not the plan's.
+    """
+    opts = merge_options(options, changes)
+    stage, format, compression, content = opts.stage, opts.format, opts.compression, opts.content
+    key_prefix, ids, max_documents = opts.key_prefix, opts.ids, opts.max_documents
+    mime_types, min_tokens, max_tokens = opts.mime_types, opts.min_tokens, opts.max_tokens
+    deduplicate, shard, records_per_part = opts.deduplicate, opts.shard, opts.records_per_part
+    max_concurrency, workers = opts.max_concurrency, opts.workers
+    outage_timeout, memory_budget = opts.outage_timeout, opts.memory_budget
     validate_dataset_id(dataset_id)
     st = Stage.coerce(stage)
     if st not in DATA_STAGES:
@@ -252,8 +432,6 @@ def make_plan(
             raise InvalidInputError("mime_types is empty")
     rpp = _opt_int("records_per_part", records_per_part, 1)
     assert rpp is not None
-    n_workers = _opt_int("workers", workers, 1)
-    assert n_workers is not None
     conc = _opt_int("max_concurrency", max_concurrency, 1) or default_concurrency
     max_docs = _opt_int("max_documents", max_documents, 0)
     outage = DEFAULT_OUTAGE_TIMEOUT if outage_timeout is None else outage_timeout
@@ -269,6 +447,14 @@ def make_plan(
         except ValueError as exc:
             raise InvalidInputError(f"memory_budget: {exc}") from exc
     budget = _opt_int("memory_budget", memory_budget, 1) or DEFAULT_MEMORY_BUDGET
+    id_source = IdSource.of(ids) if ids is not None else None
+    n_workers = resolve_workers(
+        workers,
+        deduplicate=bool(deduplicate),
+        max_documents=max_docs,
+        ids=id_source,
+        processes=processes,
+    )
     if n_workers > 1 and deduplicate:
         raise InvalidInputError(
             "deduplicate needs workers=1 (duplicates can fall into different worker shards)"
@@ -285,7 +471,7 @@ def make_plan(
         compression=comp,
         content=content,
         key_prefix=normalize_key_prefix(key_prefix),
-        ids=IdSource.of(ids) if ids is not None else None,
+        ids=id_source,
         max_documents=max_docs,
         mime_types=mimes,
         min_tokens=min_t,

@@ -300,15 +300,37 @@ async def run_workers(
                 done.add(j)
     finally:
         stop.set()
-        for task in (dealer, local):
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(_stop, list(procs.values()))
-        for inbox in inboxes.values():
-            if inbox is not None:  # its worker is stopped: what is still queued is dropped
-                inbox.close()
-                inbox.cancel_join_thread()
-        q.close()
-        with contextlib.suppress(Exception):
-            q.join_thread()
+        await _finish(asyncio.ensure_future(_shutdown([dealer, local], procs, inboxes, q)))
+
+
+async def _shutdown(
+    tasks: list[asyncio.Task[Any] | None], procs: dict[int, Any], inboxes: dict[int, Any], q: Any
+) -> None:
+    """Cancel the listing and worker 0, stop the spawned workers, close the queues."""
+    for task in tasks:
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(_stop, list(procs.values()))
+    for inbox in inboxes.values():
+        if inbox is not None:  # its worker is stopped: what is still queued is dropped
+            inbox.close()
+            inbox.cancel_join_thread()
+    q.close()
+    with contextlib.suppress(Exception):
+        q.join_thread()
+
+
+async def _finish(task: asyncio.Future[None]) -> None:
+    """Wait for ``task`` to the end even if this one is cancelled meanwhile (then raise the
+    cancellation after it): a cancel scope that re-cancels every await (anyio's, as in the
+    blocking client) must not leave worker processes running."""
+    cancelled: BaseException | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    task.result()
+    if cancelled is not None:
+        raise cancelled
