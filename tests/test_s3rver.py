@@ -133,7 +133,9 @@ async def test_listing_against_s3rver(s3rver: tuple[str, Corpus]) -> None:
         middle = expected[len(expected) // 2]
         rest = [
             o.key
-            async for page in client._store.list_pages("documents/", start_after=middle, page_size=5)
+            async for page in client._store.list_pages(
+                "documents/", start_after=middle, page_size=5
+            )
             for o in page.objects
         ]
         datasets = await client.list_datasets()

@@ -56,7 +56,7 @@ from kl3m_data_client.export._report import Counters, ExportProgress, ExportRepo
 from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
 from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._streams import run_stream
-from kl3m_data_client.export._workers import run_workers
+from kl3m_data_client.export._workers import auto_workers, run_workers
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
@@ -361,6 +361,8 @@ async def export(
             opts = replace(opts, workers=recorded)
     processes = client._portable and processes_usable()
     plan = _plan(client, dataset_id, opts, processes=processes)
+    if opts.workers == "auto":
+        plan = await auto_workers(client, plan)
     resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)

@@ -38,9 +38,12 @@ PARQUET_COMPRESSIONS = ("zstd", "snappy")
 DEFAULT_WORKERS: int | Literal["auto"] = "auto"
 #: The most workers ``workers="auto"`` starts.
 AUTO_WORKERS_MAX = 8
-#: ``workers="auto"`` starts a worker per this many explicit ids at most (a worker process
-#: costs an interpreter start and a client; a short list is faster in one process).
+#: ``workers="auto"`` starts a worker per this many documents at most (a worker process
+#: costs an interpreter start and a client; a short export is faster in one process).
 AUTO_DOCUMENTS_PER_WORKER = 1000
+#: ``workers="auto"`` counts up to this many listed objects before it starts: a listing that
+#: ends before is a small export (see :func:`resolve_workers`).
+AUTO_LISTING_PEEK = 2 * AUTO_DOCUMENTS_PER_WORKER
 
 #: Options that change the output; a resume must repeat them exactly.
 FINGERPRINT_FIELDS = (
@@ -204,14 +207,15 @@ def resolve_workers(
     *,
     deduplicate: bool = False,
     max_documents: int | None = None,
-    ids: IdSource | None = None,
+    documents: int | None = None,
     processes: bool = True,
 ) -> int:
     """The worker count of ``workers`` (an int is checked; ``"auto"`` is resolved).
 
     ``"auto"``: the usable CPUs, at most :data:`AUTO_WORKERS_MAX`; 1 where worker
-    processes cannot be used (``processes=False``, ``deduplicate``, ``max_documents``) and at
-    most one worker per :data:`AUTO_DOCUMENTS_PER_WORKER` explicit ids.
+    processes cannot be used (``processes=False``, ``deduplicate``, ``max_documents``); and
+    for an export known to hold ``documents`` documents, at most one worker per
+    :data:`AUTO_DOCUMENTS_PER_WORKER` of them (a small export runs in the calling process).
     """
     if workers != "auto":
         count = _opt_int("workers", workers, 1)
@@ -220,8 +224,8 @@ def resolve_workers(
     if not processes or deduplicate or max_documents is not None:
         return 1
     count = min(usable_cpus(), AUTO_WORKERS_MAX)
-    if ids is not None:
-        count = min(count, max(1, ids.count // AUTO_DOCUMENTS_PER_WORKER))
+    if documents is not None:
+        count = min(count, documents // AUTO_DOCUMENTS_PER_WORKER)
     return max(1, count)
 
 
@@ -452,7 +456,7 @@ def make_plan(
         workers,
         deduplicate=bool(deduplicate),
         max_documents=max_docs,
-        ids=id_source,
+        documents=id_source.count if id_source is not None and id_source.count >= 0 else None,
         processes=processes,
     )
     if n_workers > 1 and deduplicate:
