@@ -361,12 +361,12 @@ async def export(
             opts = replace(opts, workers=recorded)
     processes = client._portable and processes_usable()
     plan = _plan(client, dataset_id, opts, processes=processes)
+    outage = Outage(plan.outage_timeout)
     if opts.workers == "auto":
-        plan = await auto_workers(client, plan)
+        plan = await auto_workers(client, plan, outage)
     resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)
-    outage = Outage(plan.outage_timeout)
     lock = _DestinationLock(dest)
     acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
     try:

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -41,8 +41,8 @@ AUTO_WORKERS_MAX = 8
 #: ``workers="auto"`` starts a worker per this many documents at most (a worker process
 #: costs an interpreter start and a client; a short export is faster in one process).
 AUTO_DOCUMENTS_PER_WORKER = 1000
-#: ``workers="auto"`` counts up to this many listed objects before it starts: a listing that
-#: ends before is a small export (see :func:`resolve_workers`).
+#: ``workers="auto"`` counts up to this many listed objects (or ids) before it starts: an
+#: export that ends before is a small one (see :func:`resolve_workers`).
 AUTO_LISTING_PEEK = 2 * AUTO_DOCUMENTS_PER_WORKER
 
 #: Options that change the output; a resume must repeat them exactly.
@@ -236,8 +236,6 @@ class IdSource:
     path: str | None
     items: tuple[str, ...] | None
     digest: str
-    #: the number of ids (-1: unknown)
-    count: int = field(default=-1, compare=False)
 
     def __iter__(self) -> Iterator[str]:
         if self.items is not None:
@@ -258,16 +256,14 @@ class IdSource:
             if not path.is_file():
                 raise InvalidInputError(f"ids file {str(path)!r} does not exist")
             h = hashlib.sha256()
-            count = 0
             with open(path, "rb") as fh:
-                for line in fh:
-                    h.update(line)
-                    count += bool(line.strip())
-            return cls(str(path.resolve()), None, "file:" + h.hexdigest(), count)
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            return cls(path=str(path.resolve()), items=None, digest="file:" + h.hexdigest())
         items = tuple(str(i).strip() for i in ids)
         items = tuple(i for i in items if i)
         h = hashlib.sha256("\n".join(items).encode("utf-8", "surrogatepass"))
-        return cls(None, items, "list:" + h.hexdigest(), len(items))
+        return cls(path=None, items=items, digest="list:" + h.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -456,7 +452,6 @@ def make_plan(
         workers,
         deduplicate=bool(deduplicate),
         max_documents=max_docs,
-        documents=id_source.count if id_source is not None and id_source.count >= 0 else None,
         processes=processes,
     )
     if n_workers > 1 and deduplicate:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
-from kl3m_data_client._keys import stage_prefix
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._client_api import factory_of
 from kl3m_data_client.export._items import Item, Tracker, iter_items
@@ -37,7 +36,6 @@ from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import AUTO_LISTING_PEEK, ExportPlan, resolve_workers
 from kl3m_data_client.export._outage import ExportStoppedError, Outage
 from kl3m_data_client.export._streams import resume_point, run_stream
-from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
     from kl3m_data_client.export._client_api import ClientFactory, ExportClient
@@ -222,28 +220,22 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             )
 
 
-async def auto_workers(client: ExportClient, plan: ExportPlan) -> ExportPlan:
-    """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small listing.
+async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -> ExportPlan:
+    """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export.
 
-    Lists at most :data:`AUTO_LISTING_PEEK` objects (one or two pages) before any worker
-    starts; a listing that ends before is small. A failure here is left to the export's own
-    listing, which waits for outages (the plan is kept).
+    Explicit ids are counted; a listing is read up to :data:`AUTO_LISTING_PEEK` objects
+    (one or two pages) before any worker starts, waiting through outages like the export's
+    own listing, so the count does not depend on a transient failure.
     """
-    if plan.workers == 1 or plan.ids is not None:
+    if plan.workers == 1:
         return plan
-    prefix = stage_prefix(Stage.coerce(plan.stage), plan.dataset_id, plan.key_prefix)
-    listed = 0
-    try:
-        async with closing(client.iter_objects(prefix)) as infos:
-            async for _ in infos:
-                listed += 1
-                if listed >= AUTO_LISTING_PEEK:
-                    return plan
-    except KL3MError:
-        return plan
-    if plan.shard is not None:
-        listed //= plan.shard[1]
-    return replace(plan, workers=resolve_workers("auto", documents=listed))
+    documents = 0
+    async with closing(iter_items(client, plan, outage=outage)) as items:
+        async for item in items:
+            documents += 1
+            if item.position >= AUTO_LISTING_PEEK:
+                return plan
+    return replace(plan, workers=resolve_workers("auto", documents=documents))
 
 
 async def run_workers(
