@@ -96,6 +96,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def parse_workers(text: str) -> int | str:
+    """``auto`` or a positive worker count."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a positive integer, got {text!r}"
+        ) from None
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
     index, sep, count = text.partition("/")
@@ -342,8 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-prefix", metavar="P", help="only ids below this sub-path")
     p.add_argument("--ids", metavar="FILE", help="export only the ids listed in FILE")
     p.add_argument("--max-documents", metavar="N", type=_positive_int)
+    p.add_argument("--mime-types", metavar="TYPES", help="keep these MIME types (comma-separated)")
+    p.add_argument("--min-tokens", metavar="N", type=_non_negative_int, help="token count floor")
+    p.add_argument("--max-tokens", metavar="N", type=_non_negative_int, help="token count cap")
+    p.add_argument(
+        "--deduplicate",
+        action="store_true",
+        default=None,
+        help="drop records already exported (one worker)",
+    )
+    p.add_argument("--records-per-part", metavar="N", type=_positive_int, help="(default: 100000)")
     p.add_argument("--shard", metavar="I/N", type=parse_shard, help="export shard I of N")
-    p.add_argument("--workers", metavar="N", type=_positive_int, help="worker processes")
+    p.add_argument(
+        "--workers",
+        metavar="N|auto",
+        type=parse_workers,
+        help="exporters in parallel: a count, or 'auto' (the default: one per usable CPU, "
+        "at most 8; 1 for a small export)",
+    )
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        default=None,
+        help="refuse to continue an unfinished export in DEST",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different export in DEST")
     p.add_argument(
         "--ray",
