@@ -213,32 +213,23 @@ async def test_auto_on_a_small_dataset_is_one_worker_byte_identical(
         assert _recorded(tmp_path / "two") == 2
 
 
-def test_auto_on_a_big_export_uses_the_cpus_and_matches_one_worker(
+async def test_auto_on_a_big_export_uses_the_cpus_but_not_with_an_injected_store(
     kl3m_corpus_bucket: Any, tmp_path: Path
 ) -> None:
-    """A list of ids long enough for several workers (repeated ids: every one is exported)."""
-    docs = kl3m_corpus_bucket.corpus.in_stage("parquet", DATASET)
-    ids = [d.document_id for d in docs] * (AUTO_LISTING_PEEK // len(docs) + 1)
-    expected = resolve_workers("auto", documents=len(ids))
-    options = ExportOptions(stage="parquet", ids=ids, records_per_part=500)
-    with KL3MClient(**kl3m_corpus_bucket.client_kwargs()) as client:
-        auto = client.export(DATASET, tmp_path / "auto", options)
-        client.export(DATASET, tmp_path / "fixed", options, workers=expected)
-        one = client.export(DATASET, tmp_path / "one", options, workers=1)
-    assert _recorded(tmp_path / "auto") == expected
-    assert _files(tmp_path / "auto") == _files(tmp_path / "fixed")  # byte-identical
-    assert _lines(tmp_path / "auto") == _lines(tmp_path / "one")  # the same records
-    assert auto.exported == one.exported == len(ids) and auto.errors == 0
-
-
-async def test_a_client_with_an_injected_store_exports_in_one_process(
-    kl3m_corpus_bucket: Any, tmp_path: Path
-) -> None:
+    """A list of ids long enough for several workers (repeated ids: every one is exported):
+    auto starts one worker per CPU; a client whose store was injected (worker processes
+    could not rebuild it) exports alone. Both write the same records."""
     from kl3m_data_client._store import S3Store
 
     docs = kl3m_corpus_bucket.corpus.in_stage("parquet", DATASET)
     ids = [d.document_id for d in docs] * (AUTO_LISTING_PEEK // len(docs) + 1)
+    expected = resolve_workers("auto", documents=len(ids))
+    options = ExportOptions(stage="parquet", ids=ids, records_per_part=500)
     kwargs = kl3m_corpus_bucket.client_kwargs()
+    async with AsyncKL3MClient(**kwargs) as client:
+        auto = await client.export(DATASET, tmp_path / "auto", options)
     async with AsyncKL3MClient(**kwargs, _store_factory=lambda c: S3Store(c, None)) as client:
-        report = await client.export(DATASET, tmp_path / "out", stage="parquet", ids=ids)
-    assert report.exported == len(ids) and _recorded(tmp_path / "out") == 1
+        alone = await client.export(DATASET, tmp_path / "alone", options)
+    assert _recorded(tmp_path / "auto") == expected and _recorded(tmp_path / "alone") == 1
+    assert _lines(tmp_path / "auto") == _lines(tmp_path / "alone")  # the same records
+    assert auto.exported == alone.exported == len(ids) and auto.errors == alone.errors == 0
