@@ -14,18 +14,20 @@ import pytest
 from kl3m_data_client import AsyncKL3MClient, ClientConfig, InvalidInputError, KL3MClient
 from kl3m_data_client._config import ClientKeywords, ClientOptions
 from kl3m_data_client.export import ExportOptions, export
-from kl3m_data_client.export._options import (
+from kl3m_data_client.export._auto import (
     AUTO_DOCUMENTS_PER_WORKER,
     AUTO_LISTING_PEEK,
     AUTO_WORKERS_MAX,
     DEFAULT_WORKERS,
+    resolve_workers,
+    usable_cpus,
+)
+from kl3m_data_client.export._options import (
     OPTION_NAMES,
     ExportKeywords,
     RecordKeywords,
     make_plan,
     merge_options,
-    resolve_workers,
-    usable_cpus,
 )
 
 pytestmark = pytest.mark.anyio
@@ -233,3 +235,21 @@ async def test_auto_on_a_big_export_uses_the_cpus_but_not_with_an_injected_store
     assert _recorded(tmp_path / "auto") == expected and _recorded(tmp_path / "alone") == 1
     assert _lines(tmp_path / "auto") == _lines(tmp_path / "alone")  # the same records
     assert auto.exported == alone.exported == len(ids) and auto.errors == alone.errors == 0
+
+
+@pytest.mark.parametrize(("guard", "safe"), [(True, True), (False, False)])
+def test_auto_needs_an_import_safe_main_script(tmp_path: Path, guard: bool, safe: bool) -> None:
+    """A spawned worker imports the main script: without the ``__main__`` guard it would run
+    the script's export again, so auto stays in one process there."""
+    import subprocess
+    import sys
+
+    body = "from kl3m_data_client.export._auto import processes_usable\n"
+    call = "print(processes_usable())\n"
+    text = body + ('if __name__ == "__main__":\n    ' + call if guard else call)
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.strip() == str(safe)

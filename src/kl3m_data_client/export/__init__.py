@@ -7,14 +7,9 @@ or directly with :func:`export` / :func:`iter_export_records`. The options are t
 
 from __future__ import annotations
 
+from kl3m_data_client.export._auto import DEFAULT_WORKERS, resolve_workers
 from kl3m_data_client.export._exporter import export, iter_export_records
-from kl3m_data_client.export._options import (
-    DEFAULT_WORKERS,
-    ExportKeywords,
-    ExportOptions,
-    RecordKeywords,
-    resolve_workers,
-)
+from kl3m_data_client.export._options import ExportKeywords, ExportOptions, RecordKeywords
 from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT, ExportStoppedError
 from kl3m_data_client.export._records import Record, dedup_key, in_shard, make_record, shard_hash
 from kl3m_data_client.export._report import ExportProgress, ExportReport, PartInfo

@@ -25,6 +25,7 @@ from kl3m_data_client._errors import (
     KL3MError,
 )
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._auto import processes_usable
 from kl3m_data_client.export._items import Tracker, iter_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
@@ -40,13 +41,7 @@ from kl3m_data_client.export._manifest import (
     wipe,
     write_manifest,
 )
-from kl3m_data_client.export._options import (
-    ExportOptions,
-    ExportPlan,
-    make_plan,
-    merge_options,
-    processes_usable,
-)
+from kl3m_data_client.export._options import ExportOptions, ExportPlan, make_plan, merge_options
 from kl3m_data_client.export._outage import Outage
 from kl3m_data_client.export._records import (
     Record,
@@ -139,6 +134,25 @@ def _plan(
         default_concurrency=2 * client.config.max_concurrency,
         processes=processes,
     )
+
+
+async def _export_plan(
+    client: ExportClient,
+    dataset_id: str,
+    destination: str | os.PathLike[str],
+    opts: ExportOptions,
+) -> tuple[ExportPlan, Outage]:
+    """The plan of an export (``workers="auto"`` resolved) and its outage clock."""
+    if opts.workers == "auto" and opts.resume and not opts.overwrite:
+        recorded = await asyncio.to_thread(_recorded_workers, destination)
+        if recorded is not None:
+            opts = replace(opts, workers=recorded)
+    processes = client._portable and processes_usable()
+    plan = _plan(client, dataset_id, opts, processes=processes)
+    outage = Outage(plan.outage_timeout)
+    if opts.workers == "auto":
+        plan = await auto_workers(client, plan, outage)
+    return plan, outage
 
 
 def _recorded_workers(destination: str | os.PathLike[str]) -> int | None:
@@ -355,15 +369,7 @@ async def export(
     (a retry round: see ``docs/export.md``).
     """
     opts = merge_options(options, changes)
-    if opts.workers == "auto" and opts.resume and not opts.overwrite:
-        recorded = await asyncio.to_thread(_recorded_workers, destination)
-        if recorded is not None:
-            opts = replace(opts, workers=recorded)
-    processes = client._portable and processes_usable()
-    plan = _plan(client, dataset_id, opts, processes=processes)
-    outage = Outage(plan.outage_timeout)
-    if opts.workers == "auto":
-        plan = await auto_workers(client, plan, outage)
+    plan, outage = await _export_plan(client, dataset_id, destination, opts)
     resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._auto import AUTO_LISTING_PEEK, resolve_workers
 from kl3m_data_client.export._client_api import factory_of
 from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
-from kl3m_data_client.export._options import AUTO_LISTING_PEEK, ExportPlan, resolve_workers
+from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import ExportStoppedError, Outage
 from kl3m_data_client.export._streams import resume_point, run_stream
 
