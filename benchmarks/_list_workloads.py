@@ -118,7 +118,7 @@ async def list_parallel(a: argparse.Namespace) -> dict[str, Any]:
 
     async with AsyncKL3MClient(**ours_kwargs(a)) as client:
         await client.exists(a.dataset, "__warmup__")
-        store = client.store
+        store = client._store
         prefix = f"documents/{a.dataset}/"
         overshoot = 0
 

@@ -327,7 +327,7 @@ async def _obstore_export(a: argparse.Namespace) -> dict[str, Any]:
         await client.exists(a.dataset, "__warmup__")
         get = _obstore_get(a, client)
         await get("documents/__warmup__.json")
-        client.store.get = get  # type: ignore[method-assign]
+        client._store.get = get  # type: ignore[method-assign]
         with tempfile.TemporaryDirectory(prefix="kl3m-bench-") as dest:
             options: dict[str, Any] = {"stage": a.stage, "format": a.format, "workers": 1}
             if a.limit:

@@ -346,7 +346,7 @@ async def test_missing_bucket_is_not_found(kl3m_corpus_bucket: Any) -> None:
 
 async def test_pool_is_sized_to_max_concurrency(kl3m_corpus_bucket: Any) -> None:
     async with AsyncKL3MClient(**kl3m_corpus_bucket.client_kwargs(), max_concurrency=37) as c:
-        s3 = await c.store.client()
+        s3 = await c._store.client()
         from kl3m_data_client._store import LISTING_CONNECTIONS
 
         assert s3.meta.config.max_pool_connections == 37 + LISTING_CONNECTIONS
@@ -397,9 +397,9 @@ async def test_bad_listing_arguments_are_input_errors(client: AsyncKL3MClient) -
         await client.iter_objects("documents/", start_after=3).__anext__()  # type: ignore[arg-type]
     for key in ("", None):
         with pytest.raises(InvalidInputError, match="key"):
-            await client.store.get(key)  # type: ignore[arg-type]
+            await client._store.get(key)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError, match="key"):
-            await client.store.head(key)  # type: ignore[arg-type]
+            await client._store.head(key)  # type: ignore[arg-type]
 
 
 def test_config_with_other_options_is_refused() -> None:

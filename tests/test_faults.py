@@ -116,7 +116,7 @@ async def test_failed_listing_page_resumes_from_its_token(fault_bucket: LocalBuc
     ):
         listed = [
             info.key
-            async for page in client.store.list_pages("documents/", page_size=100)
+            async for page in client._store.list_pages("documents/", page_size=100)
             for info in page.objects
         ]
     assert listed == keys
@@ -159,7 +159,7 @@ async def test_per_object_deadline(fault_bucket: LocalBucket) -> None:
         FaultProxy(fault_bucket.endpoint_url, plan) as proxy,
         AsyncKL3MClient(**_kwargs(fault_bucket, proxy, max_attempts=50)) as client,
     ):
-        client.store.object_deadline = 2.5
+        client._store.object_deadline = 2.5
         started = time.monotonic()
         with pytest.raises(ConnectionFailedError, match=r"deadline|attempt"):
             await client.get_document(doc.dataset_id, doc.document_id)

@@ -75,7 +75,7 @@ async def test_redirect_to_another_host_is_never_followed(
     ):
         other = f"127.0.0.1:{proxy.other.port}"
         with pytest.raises(ServiceError) as got:
-            await client.store.get(doc.document_key)
+            await client._store.get(doc.document_key)
         error = got.value
         assert isinstance(error, UntrustedResponseError) and error.per_object is False
         assert error.key == doc.document_key
@@ -84,7 +84,7 @@ async def test_redirect_to_another_host_is_never_followed(
         assert error.__cause__ is not None
         # listings and HEADs are refused the same way
         with pytest.raises(ServiceError, match="another host"):
-            async for _ in client.store.list_pages("documents/"):
+            async for _ in client._store.list_pages("documents/"):
                 pass
         with pytest.raises(ServiceError, match="another host"):
             await client.exists(doc.dataset_id, doc.document_id)
@@ -104,7 +104,7 @@ async def test_same_host_region_redirect_goes_through_botocore(
         FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
         AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy)) as client,
     ):
-        data = await client.store.get(doc.document_key)
+        data = await client._store.get(doc.document_key)
     assert data == hostile_bucket.corpus.objects[doc.document_key]
     assert proxy.fired[Fault.REDIRECT_SAME_HOST] == 1
     assert proxy.requests["GetObject"] == 2
@@ -132,7 +132,7 @@ async def test_untrustworthy_listing_fails_naming_prefix_and_page(
     ):
         seen: list[str] = []
         with pytest.raises(ServiceError) as got:
-            async for page in client.store.list_pages("documents/", page_size=10):
+            async for page in client._store.list_pages("documents/", page_size=10):
                 seen += [o.key for o in page.objects]
         # the blocking iteration of a dataset ends the same way
         with pytest.raises(ServiceError, match="cannot be trusted"):
@@ -159,9 +159,9 @@ async def test_keys_outside_the_prefix_are_skipped_and_reported(
         AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy)) as client,
     ):
         with caplog.at_level(logging.WARNING, logger="kl3m_data_client"):
-            pages = [page async for page in client.store.list_pages(prefix, page_size=7)]
+            pages = [page async for page in client._store.list_pages(prefix, page_size=7)]
             streamed = [d.document_id async for d in client.stream_documents(dataset)]
-        recorded = list(client.store.foreign_keys)
+        recorded = list(client._store.foreign_keys)
     foreign = [k for p in pages for k in p.foreign]
     assert foreign == [FOREIGN] * len(pages)
     assert recorded[: len(pages)] == foreign and set(recorded) == {FOREIGN}
@@ -185,7 +185,7 @@ async def test_chunked_oversize_body_is_refused_while_read(hostile_bucket: Local
         ) as client,
     ):
         with pytest.raises(SizeLimitExceededError) as got:
-            await client.store.get(doc.document_key)
+            await client._store.get(doc.document_key)
     assert got.value.per_object is True and got.value.key == doc.document_key
     assert "no Content-Length" in str(got.value)
     assert proxy.fired[Fault.CHUNKED_OVERSIZE] == 1
@@ -204,7 +204,7 @@ async def test_wrong_content_length_is_a_broken_body(
         AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy, max_attempts=3)) as client,
     ):
         with pytest.raises(ConnectionFailedError) as got:
-            await client.store.get(doc.document_key)
+            await client._store.get(doc.document_key)
     assert got.value.per_object is False and got.value.key == doc.document_key
     assert got.value.__cause__ is not None
     assert proxy.fired[kind] >= 2  # retried, never returned
@@ -223,7 +223,7 @@ async def test_deadline_counts_from_the_concurrency_slot(hostile_bucket: LocalBu
             **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1), object_deadline=1.2
         ) as client,
     ):
-        got = await asyncio.gather(*(client.store.get(d.document_key) for d in docs))
+        got = await asyncio.gather(*(client._store.get(d.document_key) for d in docs))
     assert got == [hostile_bucket.corpus.objects[d.document_key] for d in docs]
     assert proxy.requests["GetObject"] == len(docs)
 
@@ -251,7 +251,7 @@ async def test_echoed_session_token_from_the_environment_is_redacted(
         kwargs["endpoint_url"] = proxy.endpoint_url
         async with AsyncKL3MClient(**kwargs) as client:
             with pytest.raises(ServiceError) as got:
-                await client.store.get(doc.document_key)
+                await client._store.get(doc.document_key)
     text = _all_text(got.value)
     assert "We received" in text and "X-Amz-Security-Token is" in text  # it was echoed
     assert token not in text and secret not in text
@@ -321,7 +321,7 @@ async def test_refreshed_credentials_are_redacted_too(hostile_bucket: LocalBucke
         async with AsyncKL3MClient(**kwargs, session=session) as client:
             while len(echoed) < 3:  # until the third generation of credentials was sent
                 with pytest.raises(ServiceError) as got:
-                    await client.store.get(doc.document_key)
+                    await client._store.get(doc.document_key)
                 texts.append(_all_text(got.value))
                 await asyncio.sleep(0.1)
     assert len(issuer.issued) >= 3

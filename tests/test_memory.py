@@ -305,7 +305,7 @@ async def test_unlisted_body_is_admitted_before_it_is_read(kl3m_bucket: LocalBuc
     await kl3m_bucket.put_objects_async({key: body})
     gets: list[str] = []
     async with AsyncKL3MClient(**kl3m_bucket.client_kwargs()) as client:
-        s3 = await client.store.client()
+        s3 = await client._store.client()
         s3.meta.events.register(
             "before-send.s3.GetObject", lambda request, **_: gets.append(request.url)
         )
@@ -316,7 +316,7 @@ async def test_unlisted_body_is_admitted_before_it_is_read(kl3m_bucket: LocalBuc
         got: list[bytes | None] = []
 
         async def fetch() -> None:
-            got.append(await budgeted_get(client.store, key, other))
+            got.append(await budgeted_get(client._store, key, other))
 
         with anyio.fail_after(HANG):
             async with anyio.create_task_group() as tg:

@@ -126,14 +126,16 @@ async def test_listing_against_s3rver(s3rver: tuple[str, Corpus]) -> None:
     async with AsyncKL3MClient(**_kwargs(endpoint)) as client:
         listed = [
             o.key
-            async for page in client.store.list_pages("documents/", page_size=7)
+            async for page in client._store.list_pages("documents/", page_size=7)
             for o in page.objects
         ]
         # resume after a key in the middle: exactly the rest
         middle = expected[len(expected) // 2]
         rest = [
             o.key
-            async for page in client.store.list_pages("documents/", start_after=middle, page_size=5)
+            async for page in client._store.list_pages(
+                "documents/", start_after=middle, page_size=5
+            )
             for o in page.objects
         ]
         datasets = await client.list_datasets()

@@ -102,7 +102,7 @@ async def test_no_secrets_in_debug_logs_reprs_and_errors(
         }
         async with AsyncKL3MClient(**kwargs) as client:
             texts += [repr(client), str(client), repr(client.config), str(client.config)]
-            texts += [repr(client.store), repr(client.config.public_dict())]
+            texts += [repr(client._store), repr(client.config.public_dict())]
             assert await client.list_datasets()
             got = await client.get_document(doc.dataset_id, doc.document_id)
             assert got is not None

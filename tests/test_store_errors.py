@@ -296,7 +296,7 @@ async def test_errors_over_http_keep_cause_status_and_request_id(bucket: LocalBu
         AsyncKL3MClient(**proxied_kwargs(bucket, proxy, max_attempts=2)) as client,
     ):
         with pytest.raises(ServiceError) as got:
-            await client.store.get(key)
+            await client._store.get(key)
     error = got.value
     assert (error.key, error.status, error.request_id) == (key, 500, "FAULTPROXY")
     assert error.per_object is False
@@ -312,9 +312,9 @@ async def test_errors_over_http_keep_cause_status_and_request_id(bucket: LocalBu
         AsyncKL3MClient(**proxied_kwargs(bucket, proxy)) as client,
     ):
         with pytest.raises(ServiceError) as archived:
-            await client.store.get("documents/x/archived.json")
+            await client._store.get("documents/x/archived.json")
         with pytest.raises(AccessDeniedError) as expired:
-            await client.store.get(key)
+            await client._store.get(key)
     assert archived.value.per_object is True and archived.value.status == 403
     assert archived.value.key == "documents/x/archived.json"
     assert expired.value.per_object is False and expired.value.status == 403
@@ -328,7 +328,7 @@ async def test_errors_over_http_keep_cause_status_and_request_id(bucket: LocalBu
         AsyncKL3MClient(**proxied_kwargs(bucket, proxy, max_attempts=2)) as client,
     ):
         with pytest.raises(ConnectionFailedError) as reset:
-            await client.store.get(key)
+            await client._store.get(key)
     assert reset.value.key == key and reset.value.per_object is False
     assert isinstance(reset.value.__cause__, botocore_exceptions.BotoCoreError)
 
@@ -339,10 +339,10 @@ async def test_missing_bucket_and_missing_key(bucket: LocalBucket) -> None:
     kwargs = {**bucket.client_kwargs(), "bucket": "no-such-bucket.kl3m.local", "max_attempts": 1}
     async with AsyncKL3MClient(**kwargs) as client:
         with pytest.raises(BucketNotFoundError) as got:
-            async for _ in client.store.list_pages("documents/"):
+            async for _ in client._store.list_pages("documents/"):
                 pass
         assert got.value.per_object is False and got.value.status == 404
         assert got.value.__cause__ is not None
     async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
-        assert await client.store.get("documents/usc/no-such-document.json") is None
-        assert await client.store.head("documents/usc/no-such-document.json") is None
+        assert await client._store.get("documents/usc/no-such-document.json") is None
+        assert await client._store.head("documents/usc/no-such-document.json") is None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from kl3m_data_client._document import AsyncDocument
     from kl3m_data_client._limits import Limits
     from kl3m_data_client._sync import Document, KL3MClient
+    from kl3m_data_client.export._options import ExportOptions
     from kl3m_data_client.models.document import (
         DocumentContent,
         DocumentMetadata,
@@ -54,6 +55,7 @@ __all__ = [
     "Document",
     "DocumentContent",
     "DocumentMetadata",
+    "ExportOptions",
     "IndexMetadata",
     "InvalidInputError",
     "KL3MClient",
@@ -75,6 +77,7 @@ _LAZY = {
     "AsyncKL3MClient": "kl3m_data_client._client",
     "AsyncDocument": "kl3m_data_client._document",
     "ClientConfig": "kl3m_data_client._config",
+    "ExportOptions": "kl3m_data_client.export._options",
     "Limits": "kl3m_data_client._limits",
     "KL3MClient": "kl3m_data_client._sync",
     "Document": "kl3m_data_client._sync",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
@@ -184,3 +184,33 @@ def user_agent(retry_mode: str, appid: str | None = None) -> str:
     )
     config = Config(retries={"mode": retry_mode}, user_agent_appid=appid)
     return str(ua.with_client_config(config).to_string())
+
+
+class ClientKeywords(TypedDict, total=False):
+    """The keyword options of a client besides its positional ones (0.2.0's ``bucket``,
+    ``region`` and the three credentials) and ``verbose`` (positional in ``KL3MClient``):
+    the other fields of :class:`ClientConfig`, same names and types, plus the aliases
+    ``bucket_name``/``region_name``. A unit test keeps this list equal to the config's
+    fields: a new setting is a field of :class:`ClientConfig` and a line here."""
+
+    bucket_name: str | None
+    region_name: str | None
+    profile: str | None
+    endpoint_url: str | None
+    anonymous: bool
+    requester_pays: bool
+    max_concurrency: int
+    connect_timeout: float
+    read_timeout: float
+    retry_mode: str
+    max_attempts: int
+    object_deadline: float | None
+    verify: bool | str | None
+    limits: Limits | None
+    memory_budget: int | str | None
+
+
+class ClientOptions(ClientKeywords, total=False):
+    """Every keyword option of :class:`~kl3m_data_client.AsyncKL3MClient`."""
+
+    verbose: bool

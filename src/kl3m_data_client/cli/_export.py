@@ -26,6 +26,7 @@ from kl3m_data_client.cli._commands import (
     print_status_table,
 )
 from kl3m_data_client.cli._ui import UI, Progress, human_bytes
+from kl3m_data_client.export._options import OPTION_NAMES, ExportOptions
 from kl3m_data_client.export._outage import ExportStoppedError
 
 #: Exit status of an export stopped by an outage / systemic failure (resumable).
@@ -33,6 +34,7 @@ EXIT_STOPPED = 4
 
 if TYPE_CHECKING:
     from kl3m_data_client._client import AsyncKL3MClient
+    from kl3m_data_client.export import ExportReport
 
 
 def _detail(p: Any) -> str:
@@ -57,21 +59,27 @@ class _ProgressCallback:
         self.progress.update(processed, total=p.total, detail=_detail(p))
 
 
+def export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The export options the arguments give: every :class:`ExportOptions` field the parser
+    has a value for (``--max-concurrency`` and ``--memory-budget`` are the client's too)."""
+    given = {name: getattr(args, name, None) for name in OPTION_NAMES}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 async def run_export(
     client: AsyncKL3MClient,
     dataset_id: str,
     destination: str,
     ui: UI,
+    options: ExportOptions,
     *,
     label: str | None = None,
-    **options: Any,
-) -> Any:
+) -> ExportReport:
     """Call ``client.export`` with a progress display; returns the ExportReport."""
     progress = ui.progress(label or f"exporting {dataset_id}", "docs")
-    given = {k: v for k, v in options.items() if v is not None}
     try:
         return await client.export(
-            dataset_id, destination, progress=_ProgressCallback(progress), **given
+            dataset_id, destination, options, progress=_ProgressCallback(progress)
         )
     finally:
         progress.close()
@@ -85,7 +93,7 @@ async def run_ray_export(
     *,
     address: str,
     shards: int | None,
-    **options: Any,
+    options: dict[str, Any],
 ) -> Any:
     """Run :func:`kl3m_data_client.ray.export_distributed` with a progress display."""
     if not shards:
@@ -97,7 +105,6 @@ async def run_ray_export(
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'kl3m-data-client[ray]'") from None
     progress = ui.progress(f"exporting {dataset_id} on Ray ({shards} shards)", "docs")
-    given = {k: v for k, v in options.items() if v is not None}
     try:
         return await asyncio.to_thread(
             export_distributed,
@@ -107,7 +114,7 @@ async def run_ray_export(
             ray_address=address or None,
             config=client.config,
             progress=_ProgressCallback(progress),
-            **given,
+            **options,
         )
     finally:
         progress.close()
@@ -193,21 +200,7 @@ def stopped_message(exc: ExportStoppedError) -> str:
 
 
 async def cmd_export(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
-    options: dict[str, Any] = {
-        "stage": args.stage,
-        "format": args.format,
-        "compression": args.compression,
-        "content": args.content,
-        "key_prefix": args.key_prefix,
-        "ids": args.ids,
-        "max_documents": args.max_documents,
-        "shard": args.shard,
-        "max_concurrency": args.max_concurrency,
-        "workers": args.workers,
-        "overwrite": args.overwrite or None,
-        "outage_timeout": args.outage_timeout,
-        "retry_errors": args.retry_errors or None,
-    }
+    options = export_options(args)
     try:
         with export_notes(ui):
             report = await _dispatch(client, args, ui, options)
@@ -242,11 +235,11 @@ async def _dispatch(
             ui,
             address=args.ray,
             shards=args.shards,
-            **options,
+            options=options,
         )
     if args.shards is not None:
         raise UsageError("--shards goes with --ray (use --shard I/N for one shard)")
-    return await run_export(client, args.dataset, args.destination, ui, **options)
+    return await run_export(client, args.dataset, args.destination, ui, ExportOptions(**options))
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -292,11 +285,10 @@ async def tour(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int
             dataset,
             str(dest),
             ui,
+            ExportOptions(
+                stage="representations", format=fmt, compression=compression, overwrite=True
+            ),
             label=f"{dataset} → {fmt}",
-            stage="representations",
-            format=fmt,
-            compression=compression,
-            overwrite=True,
         )
         reports.append(report)
         if human:

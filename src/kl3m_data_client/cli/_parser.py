@@ -6,6 +6,15 @@ import argparse
 import os
 
 from kl3m_data_client._version import __version__
+from kl3m_data_client.cli._argtypes import (
+    non_negative_float,
+    non_negative_int,
+    parse_shard,
+    parse_workers,
+    positive_float,
+    positive_int,
+    size,
+)
 
 STAGES = ("documents", "representations", "parquet")
 
@@ -41,75 +50,6 @@ examples:
   kl3m-client export usc ./usc-export --format parquet
   kl3m-client demo
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
-
-
-def _size(text: str) -> int:
-    """A positive byte count: ``512MiB``, ``2GiB``, ``1000000``."""
-    from kl3m_data_client._budget import parse_size
-
-    try:
-        value = parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
-    index, sep, count = text.partition("/")
-    try:
-        if not sep:
-            raise ValueError
-        i, n = int(index), int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected I/N (e.g. 0/4 for the first of four shards), got {text!r}"
-        ) from None
-    if n < 1 or not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"shard I/N needs 0 <= I < N, got {text!r}")
-    return i, n
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -170,28 +110,28 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     group.add_argument(
         "--max-concurrency",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=default(None),
         help="S3 requests in flight (default: 64)",
     )
     group.add_argument(
         "--memory-budget",
         metavar="SIZE",
-        type=_size,
+        type=size,
         default=default(None),
         help="bytes the documents in flight may hold, e.g. 512MiB (default: 1GiB)",
     )
     group.add_argument(
         "--connect-timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=positive_float,
         default=default(None),
         help="TCP connect timeout (default: 10)",
     )
     group.add_argument(
         "--max-attempts",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=default(None),
         help="attempts per request, retries included (default: 5)",
     )
@@ -270,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=STAGES, default="documents", help="(default: documents)")
     p.add_argument("--key-prefix", metavar="P", help="only ids below this sub-path")
     p.add_argument(
-        "--limit", metavar="N", type=_non_negative_int, help="stop after N ids (0: no limit)"
+        "--limit", metavar="N", type=non_negative_int, help="stop after N ids (0: no limit)"
     )
     p.add_argument("--count", action="store_true", help="print only the number of ids")
     p.add_argument(
@@ -300,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preview-chars",
         metavar="N",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=500,
         help="length of the content preview (default: 500)",
     )
@@ -341,9 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content", choices=("tokens", "text"), help="what records carry")
     p.add_argument("--key-prefix", metavar="P", help="only ids below this sub-path")
     p.add_argument("--ids", metavar="FILE", help="export only the ids listed in FILE")
-    p.add_argument("--max-documents", metavar="N", type=_positive_int)
+    p.add_argument("--max-documents", metavar="N", type=positive_int)
+    p.add_argument("--mime-types", metavar="TYPES", help="keep these MIME types (comma-separated)")
+    p.add_argument("--min-tokens", metavar="N", type=non_negative_int, help="token count floor")
+    p.add_argument("--max-tokens", metavar="N", type=non_negative_int, help="token count cap")
+    p.add_argument(
+        "--deduplicate",
+        action="store_true",
+        default=None,
+        help="drop records already exported (one worker)",
+    )
+    p.add_argument("--records-per-part", metavar="N", type=positive_int, help="(default: 100000)")
     p.add_argument("--shard", metavar="I/N", type=parse_shard, help="export shard I of N")
-    p.add_argument("--workers", metavar="N", type=_positive_int, help="worker processes")
+    p.add_argument(
+        "--workers",
+        metavar="N|auto",
+        type=parse_workers,
+        help="exporters in parallel: a count, or 'auto' (the default: one per usable CPU, "
+        "at most 8; 1 for a small export)",
+    )
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        default=None,
+        help="refuse to continue an unfinished export in DEST",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different export in DEST")
     p.add_argument(
         "--ray",
@@ -354,11 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="spread the export over a Ray cluster (ADDRESS, 'auto', or a new local cluster); "
         "needs --shards and the 'ray' extra",
     )
-    p.add_argument("--shards", metavar="N", type=_positive_int, help="shards (with --ray)")
+    p.add_argument("--shards", metavar="N", type=positive_int, help="shards (with --ray)")
     p.add_argument(
         "--outage-timeout",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="how long to wait for S3 to come back after connection failures, throttling "
         "or 5xx before stopping (exit 4, resumable; default: 300)",
     )
@@ -381,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--documents",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="documents in the local bucket (default: 200)",
     )

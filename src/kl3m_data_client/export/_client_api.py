@@ -24,8 +24,14 @@ class ExportClient(Protocol):
     config: ClientConfig
 
     @property
-    def store(self) -> S3Store:
+    def _store(self) -> S3Store:
         """The client's S3 store (GETs of the objects to export)."""
+        ...
+
+    @property
+    def _portable(self) -> bool:
+        """True if ``factory(config=client.config)`` in another process makes an equivalent
+        client (no session or store was handed to this one): worker processes may be used."""
         ...
 
     def iter_objects(

@@ -15,15 +15,17 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kl3m_data_client._errors import (
     InvalidInputError,
     KL3MError,
 )
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._auto import processes_usable
 from kl3m_data_client.export._items import Tracker, iter_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
@@ -39,7 +41,7 @@ from kl3m_data_client.export._manifest import (
     wipe,
     write_manifest,
 )
-from kl3m_data_client.export._options import PLAN_OPTIONS, ExportPlan, make_plan
+from kl3m_data_client.export._options import ExportOptions, ExportPlan, make_plan, merge_options
 from kl3m_data_client.export._outage import Outage
 from kl3m_data_client.export._records import (
     Record,
@@ -49,11 +51,14 @@ from kl3m_data_client.export._report import Counters, ExportProgress, ExportRepo
 from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
 from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._streams import run_stream
-from kl3m_data_client.export._workers import run_workers
+from kl3m_data_client.export._workers import auto_workers, run_workers
 from kl3m_data_client.models.common import Stage
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from kl3m_data_client.export._client_api import ExportClient
+    from kl3m_data_client.export._options import ExportKeywords, RecordKeywords
 
 logger = logging.getLogger("kl3m_data_client.export")
 
@@ -62,14 +67,20 @@ logger = logging.getLogger("kl3m_data_client.export")
 async def iter_export_records(
     client: ExportClient,
     dataset_id: str,
-    source_stage: Stage | str = Stage.DOCUMENTS,
+    source_stage: Stage | str | None = None,
     key_prefix: str | None = None,
     max_documents: int | None = None,
     *,
-    on_error: str = "raise",
-    **options: Any,
+    on_error: Literal["raise", "skip"] = "raise",
+    options: ExportOptions | None = None,
+    **changes: Unpack[RecordKeywords],
 ) -> AsyncIterator[Record]:
     """Export records of a dataset, in listing order.
+
+    Takes the export options (``options`` and/or keywords, see :class:`ExportOptions`);
+    ``source_stage``, ``key_prefix`` and ``max_documents`` (0.2.0's positional arguments)
+    override them when given. Options about files (``format``, ``compression``,
+    ``records_per_part``, ``workers``, the run controls) have no effect here.
 
     A bad object raises its typed error (:class:`CorruptObjectError`, NotFoundError, ...)
     naming its key; with ``on_error="skip"`` it is logged as a warning and skipped instead
@@ -78,14 +89,14 @@ async def iter_export_records(
     """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    plan = _plan(
-        client,
-        dataset_id,
-        stage=source_stage,
-        key_prefix=key_prefix,
-        max_documents=max_documents,
-        **options,
-    )
+    opts = replace(merge_options(options, changes), workers=1)
+    if source_stage is not None:
+        opts = replace(opts, stage=source_stage)
+    if key_prefix is not None:
+        opts = replace(opts, key_prefix=key_prefix)
+    if max_documents is not None:
+        opts = replace(opts, max_documents=max_documents)
+    plan = _plan(client, dataset_id, opts, processes=False)
     count = 0
     if plan.max_documents == 0:
         return
@@ -110,15 +121,48 @@ async def iter_export_records(
                 return
 
 
-def _plan(client: ExportClient, dataset_id: str, **options: Any) -> ExportPlan:
-    unknown = sorted(set(options) - PLAN_OPTIONS)
-    if unknown:
-        raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
-    if options.get("max_concurrency") is None:
-        options["max_concurrency"] = 2 * client.config.max_concurrency
-    if options.get("memory_budget") is None:
-        options["memory_budget"] = client.config.memory_budget
-    return make_plan(bucket=client.config.bucket, dataset_id=dataset_id, **options)
+def _plan(
+    client: ExportClient, dataset_id: str, options: ExportOptions, *, processes: bool
+) -> ExportPlan:
+    """The plan of ``options`` on ``client`` (concurrency and budget default to its own)."""
+    if options.memory_budget is None:
+        options = replace(options, memory_budget=client.config.memory_budget)
+    return make_plan(
+        bucket=client.config.bucket,
+        dataset_id=dataset_id,
+        options=options,
+        default_concurrency=2 * client.config.max_concurrency,
+        processes=processes,
+    )
+
+
+async def _export_plan(
+    client: ExportClient,
+    dataset_id: str,
+    destination: str | os.PathLike[str],
+    opts: ExportOptions,
+) -> tuple[ExportPlan, Outage]:
+    """The plan of an export (``workers="auto"`` resolved) and its outage clock."""
+    if opts.workers == "auto" and opts.resume and not opts.overwrite:
+        recorded = await asyncio.to_thread(_recorded_workers, destination)
+        if recorded is not None:
+            opts = replace(opts, workers=recorded)
+    processes = client._portable and processes_usable()
+    plan = _plan(client, dataset_id, opts, processes=processes)
+    outage = Outage(plan.outage_timeout)
+    if opts.workers == "auto":
+        plan = await auto_workers(client, plan, outage)
+    return plan, outage
+
+
+def _recorded_workers(destination: str | os.PathLike[str]) -> int | None:
+    """The worker count of the export ``destination`` holds, if any (a resume keeps it)."""
+    try:
+        manifest = read_manifest(Path(destination).expanduser().absolute())
+    except (InvalidInputError, OSError):
+        return None
+    workers = ((manifest or {}).get("options") or {}).get("workers")
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) else None
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -309,24 +353,26 @@ async def export(
     client: ExportClient,
     dataset_id: str,
     destination: str | os.PathLike[str],
+    options: ExportOptions | None = None,
     *,
-    resume: bool = True,
-    overwrite: bool = False,
     progress: Callable[[ExportProgress], Any] | None = None,
-    retry_errors: bool = False,
-    **options: Any,
+    **changes: Unpack[ExportKeywords],
 ) -> ExportReport:
     """Export a dataset to ``destination`` (see :meth:`AsyncKL3MClient.export`).
 
+    The options are ``options`` (an :class:`ExportOptions`) with the keywords applied.
+    ``workers="auto"`` (the default) resumes with the worker count recorded in
+    ``destination``, else picks one by :func:`resolve_workers`; the manifest records it.
     Systemic failures are waited for up to ``outage_timeout`` seconds (default 300), then
     the export stops with :class:`ExportStoppedError` (resumable). With ``retry_errors``,
     once the export is finished, the objects listed in ``errors.jsonl`` are fetched again
     (a retry round: see ``docs/export.md``).
     """
-    plan = _plan(client, dataset_id, **options)
+    opts = merge_options(options, changes)
+    plan, outage = await _export_plan(client, dataset_id, destination, opts)
+    resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
     dest = await asyncio.to_thread(_resolve_destination, destination)
     tracker = Tracker(progress)
-    outage = Outage(plan.outage_timeout)
     lock = _DestinationLock(dest)
     acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
     try:
@@ -394,8 +440,3 @@ async def export(
             tracker.baseline[""] = tracker.streams[""].processed
         tracker.finish()
     return report
-
-
-def export_options_help() -> Iterable[str]:
-    """The names of the export options (for the CLI and docs)."""
-    return sorted(PLAN_OPTIONS | {"resume", "overwrite", "progress", "retry_errors"})

@@ -247,7 +247,7 @@ def _fetcher(
             return Outcome(item, error=item.error)
         await lease.reserve_body(item.size)
         try:
-            data = await outage.call(lambda: budgeted_get(client.store, item.key, lease))
+            data = await outage.call(lambda: budgeted_get(client._store, item.key, lease))
         except KL3MError as exc:
             if is_per_object(exc):
                 return Outcome(item, error=exc)

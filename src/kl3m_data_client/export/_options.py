@@ -1,24 +1,43 @@
-"""Export options: validated once into a picklable :class:`ExportPlan`."""
+"""Export options: one :class:`ExportOptions` type, validated once into a picklable
+:class:`ExportPlan`.
+
+:class:`ExportOptions` is the single list of export options (names, types, defaults) shared
+by ``AsyncKL3MClient.export``, ``KL3MClient.export``, ``iter_jsonl_export``, the function
+:func:`kl3m_data_client.export.export`, the ``kl3m-client export`` command and the
+distributed export. :class:`ExportKeywords` is the same list as keyword arguments (for
+``**changes: Unpack[ExportKeywords]`` signatures that IDEs and mypy check); a unit test keeps
+the two equal.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
+from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET
 from kl3m_data_client._errors import InvalidInputError
 from kl3m_data_client._keys import normalize_key_prefix, validate_dataset_id
+from kl3m_data_client.export._auto import DEFAULT_WORKERS, Workers, resolve_workers
 from kl3m_data_client.export._outage import DEFAULT_OUTAGE_TIMEOUT
 from kl3m_data_client.export._records import RecordFilter
+from kl3m_data_client.export._validate import (
+    budget_of,
+    content_of,
+    format_of,
+    mime_types_of,
+    opt_int,
+    seconds_of,
+    shard_of,
+    token_range,
+)
 from kl3m_data_client.models.common import DATA_STAGES, Stage
 
-FORMATS = ("jsonl", "parquet")
-JSONL_COMPRESSIONS = ("none", "gzip", "zstd")
-PARQUET_COMPRESSIONS = ("zstd", "snappy")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Options that change the output; a resume must repeat them exactly.
 FINGERPRINT_FIELDS = (
@@ -39,12 +58,107 @@ FINGERPRINT_FIELDS = (
     "records_per_part",
     "workers",
 )
-#: The keyword options of an export (``make_plan`` takes ``bucket``/``dataset_id`` apart).
-PLAN_OPTIONS = frozenset(FINGERPRINT_FIELDS) - {"bucket", "dataset_id"} | {
-    "max_concurrency",
-    "outage_timeout",
-    "memory_budget",
-}
+
+Shard = tuple[int, int] | str
+IdsOption = str | os.PathLike[str] | Iterable[str]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every option of an export (see ``docs/export.md`` for each one's meaning).
+
+    Pass one to ``export(..., options=ExportOptions(...))`` or give the same names as
+    keywords (keywords override the fields of ``options``).
+    """
+
+    #: source stage: documents, representations or parquet
+    stage: Stage | str = Stage.DOCUMENTS
+    #: ``jsonl`` or ``parquet``
+    format: str = "jsonl"
+    #: jsonl: none/gzip/zstd (default none); parquet: zstd/snappy (default zstd)
+    compression: str | None = None
+    #: ``tokens`` or ``text`` (default: text for documents, else tokens)
+    content: str | None = None
+    #: only ids below this sub-path of the dataset
+    key_prefix: str | None = None
+    #: explicit document ids: an iterable, or a path to a file with one id per line
+    ids: IdsOption | None = None
+    #: stop after this many exported records (needs one worker)
+    max_documents: int | None = None
+    #: keep these MIME types (a list or a comma-separated string)
+    mime_types: Iterable[str] | str | None = None
+    #: token count range (representations, parquet)
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    #: drop records already exported (needs one worker)
+    deduplicate: bool = False
+    #: ``(index, count)`` or ``"I/N"``: export one hash shard
+    shard: Shard | None = None
+    #: records per output part
+    records_per_part: int = 100_000
+    #: exporters in parallel (the calling process and ``workers - 1`` spawned processes), or
+    #: ``"auto"`` (see :func:`resolve_workers`)
+    workers: Workers = DEFAULT_WORKERS
+    #: GETs in flight (default: twice the client's ``max_concurrency``)
+    max_concurrency: int | None = None
+    #: bytes (or ``"512MiB"``) documents in flight and unwritten records may hold
+    #: (default: the client's)
+    memory_budget: int | str | None = None
+    #: seconds a systemic failure is waited for before the export stops (default 300)
+    outage_timeout: float | None = None
+    #: continue an unfinished export in the destination
+    resume: bool = True
+    #: replace whatever export the destination holds
+    overwrite: bool = False
+    #: once finished, fetch the objects of errors.jsonl again (a retry round)
+    retry_errors: bool = False
+
+
+class RecordKeywords(TypedDict, total=False):
+    """The fields of :class:`ExportOptions` as keyword arguments, but for ``key_prefix`` and
+    ``max_documents`` (positional in ``iter_jsonl_export``, as in 0.2.0)."""
+
+    stage: Stage | str
+    format: str
+    compression: str | None
+    content: str | None
+    ids: IdsOption | None
+    mime_types: Iterable[str] | str | None
+    min_tokens: int | None
+    max_tokens: int | None
+    deduplicate: bool
+    shard: Shard | None
+    records_per_part: int
+    workers: Workers
+    max_concurrency: int | None
+    memory_budget: int | str | None
+    outage_timeout: float | None
+    resume: bool
+    overwrite: bool
+    retry_errors: bool
+
+
+class ExportKeywords(RecordKeywords, total=False):
+    """The fields of :class:`ExportOptions` as keyword arguments (same names and types)."""
+
+    key_prefix: str | None
+    max_documents: int | None
+
+
+#: The names of the export options, in declaration order.
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ExportOptions))
+#: The run controls among them (they do not shape the plan, nor the records).
+RUN_CONTROLS = frozenset({"resume", "overwrite", "retry_errors"})
+
+
+def merge_options(options: ExportOptions | None, changes: Mapping[str, Any]) -> ExportOptions:
+    """``options`` (or the defaults) with ``changes`` applied; TypeError names an unknown one."""
+    unknown = sorted(set(changes) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unexpected export option(s): {', '.join(unknown)}")
+    if options is not None and not isinstance(options, ExportOptions):
+        raise TypeError(f"options must be an ExportOptions, got {type(options).__name__}")
+    return replace(options or ExportOptions(), **changes)
 
 
 @dataclass(frozen=True)
@@ -140,161 +254,62 @@ class ExportPlan:
         return out
 
 
-def _opt_int(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _shard(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and "/" in value:
-        a, _, b = value.partition("/")
-        try:
-            value = (int(a), int(b))
-        except ValueError:
-            raise InvalidInputError(f"shard must look like 'I/N', got {value!r}") from None
-    try:
-        index, count = value
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"shard must be (index, count), got {value!r}") from None
-    if (
-        not isinstance(index, int)
-        or not isinstance(count, int)
-        or count < 1
-        or not 0 <= index < count
-    ):
-        raise InvalidInputError(f"shard must be (index, count) with 0 <= index < count: {value!r}")
-    return (index, count)
-
-
 def make_plan(
     *,
     bucket: str,
     dataset_id: str,
-    stage: Stage | str = Stage.DOCUMENTS,
-    format: str = "jsonl",
-    compression: str | None = None,
-    content: str | None = None,
-    key_prefix: str | None = None,
-    ids: str | os.PathLike[str] | Iterable[str] | None = None,
-    max_documents: int | None = None,
-    mime_types: Iterable[str] | str | None = None,
-    min_tokens: int | None = None,
-    max_tokens: int | None = None,
-    deduplicate: bool = False,
-    shard: Any = None,
-    records_per_part: int = 100_000,
-    max_concurrency: int | None = None,
-    workers: int = 1,
+    options: ExportOptions | None = None,
     default_concurrency: int = 64,
-    outage_timeout: float | None = None,
-    memory_budget: int | str | None = None,
+    processes: bool = False,
+    **changes: Unpack[ExportKeywords],
 ) -> ExportPlan:
-    """Validate export options (raises InvalidInputError naming the bad one)."""
+    """Validate export options (raises InvalidInputError naming the bad one).
+
+    ``options`` with ``changes`` applied (keywords win); ``workers="auto"`` is resolved by
+    :func:`~kl3m_data_client.export.resolve_workers` (``processes``: whether worker
+    processes can be used at all). The run controls (``resume``, ``overwrite``,
+    ``retry_errors``) are not the plan's.
+    """
+    opts = merge_options(options, changes)
     validate_dataset_id(dataset_id)
-    st = Stage.coerce(stage)
-    if st not in DATA_STAGES:
-        raise InvalidInputError(f"stage {st.value!r} holds no documents")
-    fmt = str(format).lower()
-    if fmt not in FORMATS:
-        raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if fmt == "jsonl":
-        comp = "none" if compression is None else str(compression).lower()
-        if comp in ("gz",):
-            comp = "gzip"
-        if comp in ("zst",):
-            comp = "zstd"
-        if comp not in JSONL_COMPRESSIONS:
-            raise InvalidInputError(
-                f"jsonl compression must be one of {', '.join(JSONL_COMPRESSIONS)}, "
-                f"got {compression!r}"
-            )
-        if comp == "zstd":
-            try:
-                import zstandard  # noqa: F401
-            except ImportError:
-                raise InvalidInputError(
-                    "zstd compression needs the 'zstandard' package: "
-                    "pip install 'kl3m-data-client[zstd]'"
-                ) from None
-    else:
-        comp = "zstd" if compression is None else str(compression).lower()
-        if comp not in PARQUET_COMPRESSIONS:
-            raise InvalidInputError(
-                f"parquet compression must be one of {', '.join(PARQUET_COMPRESSIONS)}, "
-                f"got {compression!r}"
-            )
-    if content is None:
-        content = "text" if st is Stage.DOCUMENTS else "tokens"
-    content = str(content).lower()
-    if content not in ("tokens", "text"):
-        raise InvalidInputError(f"content must be 'tokens' or 'text', got {content!r}")
-    if st is Stage.DOCUMENTS and content == "tokens":
-        raise InvalidInputError("the documents stage has no tokens; use content='text'")
-    if st is Stage.PARQUET and content == "text":
-        raise InvalidInputError("the parquet stage has no text; use content='tokens'")
-    min_t = _opt_int("min_tokens", min_tokens, 0)
-    max_t = _opt_int("max_tokens", max_tokens, 0)
-    if st is Stage.DOCUMENTS and (min_t is not None or max_t is not None):
-        raise InvalidInputError("the documents stage has no tokens to count (min/max_tokens)")
-    if min_t is not None and max_t is not None and min_t > max_t:
-        raise InvalidInputError(f"min_tokens ({min_t}) is above max_tokens ({max_t})")
-    mimes: tuple[str, ...] | None = None
-    if mime_types is not None:
-        if isinstance(mime_types, str):
-            mime_types = [m for m in mime_types.split(",")]
-        mimes = tuple(sorted({str(m).strip() for m in mime_types if str(m).strip()}))
-        if not mimes:
-            raise InvalidInputError("mime_types is empty")
-    rpp = _opt_int("records_per_part", records_per_part, 1)
-    assert rpp is not None
-    n_workers = _opt_int("workers", workers, 1)
-    assert n_workers is not None
-    conc = _opt_int("max_concurrency", max_concurrency, 1) or default_concurrency
-    max_docs = _opt_int("max_documents", max_documents, 0)
-    outage = DEFAULT_OUTAGE_TIMEOUT if outage_timeout is None else outage_timeout
-    if (
-        isinstance(outage, bool)
-        or not isinstance(outage, (int, float))
-        or not 0 <= outage < float("inf")
-    ):
-        raise InvalidInputError(f"outage_timeout must be seconds >= 0, got {outage_timeout!r}")
-    if isinstance(memory_budget, str):
-        try:
-            memory_budget = parse_size(memory_budget)
-        except ValueError as exc:
-            raise InvalidInputError(f"memory_budget: {exc}") from exc
-    budget = _opt_int("memory_budget", memory_budget, 1) or DEFAULT_MEMORY_BUDGET
-    if n_workers > 1 and deduplicate:
+    stage = Stage.coerce(opts.stage)
+    if stage not in DATA_STAGES:
+        raise InvalidInputError(f"stage {stage.value!r} holds no documents")
+    fmt, compression = format_of(opts.format, opts.compression)
+    min_tokens, max_tokens = token_range(stage, opts.min_tokens, opts.max_tokens)
+    records_per_part = opt_int("records_per_part", opts.records_per_part, 1)
+    assert records_per_part is not None
+    max_documents = opt_int("max_documents", opts.max_documents, 0)
+    deduplicate = bool(opts.deduplicate)
+    workers = resolve_workers(
+        opts.workers, deduplicate=deduplicate, max_documents=max_documents, processes=processes
+    )
+    if workers > 1 and deduplicate:
         raise InvalidInputError(
             "deduplicate needs workers=1 (duplicates can fall into different worker shards)"
         )
-    if n_workers > 1 and max_docs is not None:
+    if workers > 1 and max_documents is not None:
         raise InvalidInputError(
             "max_documents needs workers=1 (the first N documents are not split by worker)"
         )
     return ExportPlan(
         bucket=bucket,
         dataset_id=dataset_id,
-        stage=st.value,
+        stage=stage.value,
         format=fmt,
-        compression=comp,
-        content=content,
-        key_prefix=normalize_key_prefix(key_prefix),
-        ids=IdSource.of(ids) if ids is not None else None,
-        max_documents=max_docs,
-        mime_types=mimes,
-        min_tokens=min_t,
-        max_tokens=max_t,
-        deduplicate=bool(deduplicate),
-        shard=_shard(shard),
-        records_per_part=rpp,
-        workers=n_workers,
-        max_concurrency=conc,
-        outage_timeout=float(outage),
-        memory_budget=budget,
+        compression=compression,
+        content=content_of(stage, opts.content),
+        key_prefix=normalize_key_prefix(opts.key_prefix),
+        ids=IdSource.of(opts.ids) if opts.ids is not None else None,
+        max_documents=max_documents,
+        mime_types=mime_types_of(opts.mime_types),
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+        deduplicate=deduplicate,
+        shard=shard_of(opts.shard),
+        records_per_part=records_per_part,
+        workers=workers,
+        max_concurrency=opt_int("max_concurrency", opts.max_concurrency, 1) or default_concurrency,
+        outage_timeout=seconds_of("outage_timeout", opts.outage_timeout, DEFAULT_OUTAGE_TIMEOUT),
+        memory_budget=budget_of(opts.memory_budget),
     )

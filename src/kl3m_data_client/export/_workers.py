@@ -23,12 +23,14 @@ import queue as queue_module
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
+from kl3m_data_client.export._auto import AUTO_LISTING_PEEK, resolve_workers
 from kl3m_data_client.export._client_api import factory_of
 from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
@@ -219,6 +221,24 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             )
 
 
+async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -> ExportPlan:
+    """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export.
+
+    Explicit ids are counted; a listing is read up to :data:`AUTO_LISTING_PEEK` objects
+    (one or two pages) before any worker starts, waiting through outages like the export's
+    own listing, so the count does not depend on a transient failure.
+    """
+    if plan.workers == 1:
+        return plan
+    documents = 0
+    async with closing(iter_items(client, plan, outage=outage)) as items:
+        async for item in items:
+            documents += 1
+            if item.position >= AUTO_LISTING_PEEK:
+                return plan
+    return replace(plan, workers=resolve_workers("auto", documents=documents))
+
+
 async def run_workers(
     client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
@@ -300,15 +320,37 @@ async def run_workers(
                 done.add(j)
     finally:
         stop.set()
-        for task in (dealer, local):
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(_stop, list(procs.values()))
-        for inbox in inboxes.values():
-            if inbox is not None:  # its worker is stopped: what is still queued is dropped
-                inbox.close()
-                inbox.cancel_join_thread()
-        q.close()
-        with contextlib.suppress(Exception):
-            q.join_thread()
+        await _finish(asyncio.ensure_future(_shutdown([dealer, local], procs, inboxes, q)))
+
+
+async def _shutdown(
+    tasks: list[asyncio.Task[Any] | None], procs: dict[int, Any], inboxes: dict[int, Any], q: Any
+) -> None:
+    """Cancel the listing and worker 0, stop the spawned workers, close the queues."""
+    for task in tasks:
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(_stop, list(procs.values()))
+    for inbox in inboxes.values():
+        if inbox is not None:  # its worker is stopped: what is still queued is dropped
+            inbox.close()
+            inbox.cancel_join_thread()
+    q.close()
+    with contextlib.suppress(Exception):
+        q.join_thread()
+
+
+async def _finish(task: asyncio.Future[None]) -> None:
+    """Wait for ``task`` to the end even if this one is cancelled meanwhile (then raise the
+    cancellation after it): a cancel scope that re-cancels every await (anyio's, as in the
+    blocking client) must not leave worker processes running."""
+    cancelled: BaseException | None = None
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    task.result()
+    if cancelled is not None:
+        raise cancelled

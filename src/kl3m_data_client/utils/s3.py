@@ -2,7 +2,7 @@
 
 The blocking helpers take any boto3/botocore S3 client (``get_s3_client`` makes one) with
 0.2.0's signatures and positional order; the ``async_*`` twins take an aiobotocore client
-(``await AsyncKL3MClient(...).store.client()``). A missing object gives ``None``/``False``;
+(the S3 client of an ``AsyncKL3MClient``). A missing object gives ``None``/``False``;
 every other failure raises a :class:`~kl3m_data_client.KL3MError` subclass (access denied,
 missing bucket, connection failure, ...) whose ``__cause__`` is the botocore exception.
 0.2.0 logged and returned ``None``/``False`` for those too, hiding outages as absence.
