@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kl3m_data_client._budget import Budget, Lease, budgeted_get, budgeted_map, released_in_turn
 from kl3m_data_client._config import ClientConfig
@@ -81,6 +81,7 @@ class AsyncKL3MClient:
         limits: Limits | None = None,
         memory_budget: int | str | None = None,
         verbose: bool = False,
+        data_plane: Literal["auto", "obstore", "aiobotocore"] = "auto",
         session: Any = None,
         config: ClientConfig | None = None,
     ) -> None:
@@ -106,6 +107,7 @@ class AsyncKL3MClient:
             "limits": limits,
             "memory_budget": memory_budget,
             "verbose": verbose,
+            "data_plane": data_plane,
         }
         if config is None:
             config = ClientConfig.from_kwargs(**options)
