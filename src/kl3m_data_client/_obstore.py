@@ -50,6 +50,12 @@ _NO_SUCH_KEY = "<Code>NoSuchKey</Code>"
 INSTALL_HINT = "data_plane='obstore' needs obstore: pip install obstore"
 
 
+def _obstore_version() -> str:
+    import obstore
+
+    return str(getattr(obstore, "__version__", "0"))
+
+
 def addressable(key: str) -> bool:
     """True if obstore sends ``key`` unchanged (its paths drop or refuse some keys)."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
@@ -119,7 +125,7 @@ async def _store_options(
         "connect_timeout": timedelta(seconds=cfg.connect_timeout),
         "read_timeout": timedelta(seconds=cfg.read_timeout),
         "pool_max_idle_per_host": str(cfg.max_concurrency),
-        "user_agent": f"{client.meta.config.user_agent} obstore",
+        "user_agent": f"{client.meta.config.user_agent} obstore/{_obstore_version()}",
     }
     verify = cfg.verify if cfg.verify is not None else session.get_config_variable("ca_bundle")
     if verify is False:

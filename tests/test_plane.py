@@ -1,0 +1,197 @@
+"""The data plane of object GETs: obstore by default, aiobotocore where obstore cannot go.
+
+Real HTTP only: the session's moto server, reached through the fault proxy, which tells
+the two planes apart by their User-Agent (the obstore plane's ends in ``obstore/<version>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kl3m_data_client import (
+    AccessDeniedError,
+    AsyncKL3MClient,
+    BucketNotFoundError,
+    InvalidInputError,
+    KL3MClient,
+)
+from kl3m_data_client._budget import NeedRoom
+from kl3m_data_client._config import ClientConfig
+from kl3m_data_client._obstore import addressable
+from kl3m_data_client.testing import LocalBucket, LocalS3Server
+from kl3m_data_client.testing._faults import FaultPlan, FaultProxy, RequestInfo
+
+pytestmark = pytest.mark.anyio
+
+#: Keys obstore sends unchanged, next to keys it would refuse or rewrite.
+AWKWARD: dict[str, bytes] = {
+    "odd/ sp [1]+=%2F§ü.json": b"awkward",
+    "odd/plus+and space.json": b"plus",
+    "odd/pct%2Fslash": b"pct",
+    "odd/naïve café/Übersicht": b"unicode",
+    "odd/amp&<>'\".json": b"xml",
+    "odd/tilde~hash#q?x=1": b"query-like",
+    "odd/.hidden": b"hidden",
+}
+UNADDRESSABLE: dict[str, bytes] = {
+    "odd/folder/": b"a trailing slash",
+    "odd/z//w": b"an empty segment",
+    "odd/q/../r": b"a dot-dot segment",
+    "odd/./s": b"a dot segment",
+    "odd/t\x01u": b"a control character",
+    "/odd/lead": b"a leading slash",
+}
+
+
+def _header(info: RequestInfo, name: str) -> str:
+    return next((v for k, v in info.headers.items() if k.lower() == name.lower()), "")
+
+
+class _Agents:
+    """A credential check of the fault proxy that only records who sent each GET."""
+
+    def __init__(self) -> None:
+        self.gets: Counter[str] = Counter()
+
+    def __call__(self, info: RequestInfo) -> str | None:
+        if info.operation == "GetObject":
+            agent = "obstore" if " obstore/" in _header(info, "User-Agent") else "boto"
+            self.gets[agent] += 1
+        return None
+
+
+@pytest.fixture(scope="module")
+def odd_bucket(kl3m_server: LocalS3Server) -> Iterator[LocalBucket]:
+    bucket = kl3m_server.create_bucket(objects={**AWKWARD, **UNADDRESSABLE})
+    try:
+        yield bucket
+    finally:
+        bucket.close()
+
+
+def test_data_plane_option() -> None:
+    for bad in ("boto", "", "OBSTORE", None, 1):
+        with pytest.raises(InvalidInputError, match="data_plane"):
+            ClientConfig(data_plane=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="data_plane"):
+        AsyncKL3MClient(data_plane="rust")  # type: ignore[arg-type]
+    assert ClientConfig().data_plane == "auto"
+    assert AsyncKL3MClient(data_plane="obstore").config.data_plane == "obstore"
+    with KL3MClient(data_plane="aiobotocore") as client:
+        assert client.config.data_plane == "aiobotocore"
+    assert ClientConfig(data_plane="obstore").public_dict()["data_plane"] == "obstore"
+
+
+def test_import_does_not_load_obstore() -> None:
+    code = "import sys, kl3m_data_client; print('obstore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_addressable_keys() -> None:
+    assert all(addressable(k) for k in AWKWARD)
+    assert not any(addressable(k) for k in UNADDRESSABLE)
+    assert not addressable("")
+
+
+async def test_awkward_keys_round_trip_on_both_planes(odd_bucket: LocalBucket) -> None:
+    """Every key comes back with its bytes; obstore carries the ones it can address."""
+    objects = {**AWKWARD, **UNADDRESSABLE}
+    for plane in ("obstore", "aiobotocore"):
+        agents = _Agents()
+        async with (
+            FaultProxy(odd_bucket.endpoint_url, FaultPlan(0.0, credential_check=agents)) as p,
+            AsyncKL3MClient(
+                **{**odd_bucket.client_kwargs(), "endpoint_url": p.endpoint_url},
+                data_plane=plane,  # type: ignore[arg-type]
+            ) as client,
+        ):
+            for key, data in objects.items():
+                assert await client.store.get(key) == data, (plane, key)
+            assert await client.store.get("odd/no such [key]+") is None
+            assert await client.store.get("odd/x/../no-such") is None
+            if plane == "obstore":
+                assert client.store.plane is not None
+                assert client.store.plane.fallbacks == 0
+        if plane == "obstore":
+            assert agents.gets == Counter(
+                {"obstore": len(AWKWARD) + 1, "boto": len(UNADDRESSABLE) + 1}
+            )
+        else:
+            assert agents.gets == Counter({"boto": len(objects) + 2})
+
+
+async def test_documents_are_the_same_on_both_planes(kl3m_corpus_bucket: Any) -> None:
+    corpus = kl3m_corpus_bucket.corpus
+    dataset = max(corpus.datasets, key=lambda d: len(list(corpus.dataset_documents(d))))
+    got: dict[str, Any] = {}
+    for plane in ("obstore", "aiobotocore"):
+        async with AsyncKL3MClient(
+            **kl3m_corpus_bucket.client_kwargs(),
+            data_plane=plane,  # type: ignore[arg-type]
+        ) as client:
+            got[plane] = [
+                (d.document_id, repr(d.content)) async for d in client.stream_documents(dataset)
+            ]
+            used = client.store.plane
+        assert (used is not None) is (plane == "obstore")
+        if used is not None:
+            assert used.gets >= len(got[plane]) and used.fallbacks == 0
+    assert got["obstore"] == got["aiobotocore"] and len(got["obstore"]) >= 5
+
+
+async def test_settings_obstore_cannot_honour_fall_back_with_a_reason(
+    odd_bucket: LocalBucket, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with caplog.at_level(logging.DEBUG, logger="kl3m_data_client"):
+        async with AsyncKL3MClient(**odd_bucket.client_kwargs(), data_plane="obstore") as client:
+            assert await client.store.get("odd/.hidden") == b"hidden"
+            assert client.store.plane is None
+    assert any("GETs through aiobotocore: an HTTP proxy" in r.getMessage() for r in caplog.records)
+
+
+async def test_admission_sees_the_size_before_the_body(odd_bucket: LocalBucket) -> None:
+    key = "odd/ sp [1]+=%2F§ü.json"
+    asked: list[int] = []
+
+    def refuse(size: int) -> bool:
+        asked.append(size)
+        return False
+
+    async with AsyncKL3MClient(**odd_bucket.client_kwargs(), data_plane="obstore") as client:
+        with pytest.raises(NeedRoom) as got:
+            await client.store.get(key, admit=refuse)
+        assert got.value.size == len(AWKWARD[key]) and got.value.key == key
+        assert await client.store.get(key, admit=lambda size: True) == AWKWARD[key]
+        plane = client.store.plane
+        assert plane is not None and plane.gets == 1 and plane.fallbacks == 0
+    assert asked == [len(AWKWARD[key])]
+
+
+async def test_errors_are_the_same_on_both_planes(odd_bucket: LocalBucket) -> None:
+    outcomes: dict[str, list[tuple[str, str, bool]]] = {}
+    for plane in ("obstore", "aiobotocore"):
+        denied = FaultPlan(0.0, credential_check=lambda info: "AccessDenied")
+        async with FaultProxy(odd_bucket.endpoint_url, denied) as proxy:
+            for kwargs in (
+                {"endpoint_url": proxy.endpoint_url},
+                {"bucket": "no-such-bucket-here"},
+            ):
+                args = {**odd_bucket.client_kwargs(), **kwargs, "data_plane": plane}
+                async with AsyncKL3MClient(**args) as client:
+                    try:
+                        await client.store.get("odd/.hidden")
+                    except (AccessDeniedError, BucketNotFoundError) as exc:
+                        row = (type(exc).__name__, str(exc), exc.per_object)
+                        outcomes.setdefault(plane, []).append(row)
+    assert outcomes["obstore"] == outcomes["aiobotocore"]
+    assert [o[0] for o in outcomes["obstore"]] == ["AccessDeniedError", "BucketNotFoundError"]
