@@ -78,8 +78,7 @@ class ClientConfig:
             )
         if self.data_plane not in ("auto", "obstore", "aiobotocore"):
             raise InvalidInputError(
-                "data_plane must be 'auto', 'obstore' or 'aiobotocore', "
-                f"got {self.data_plane!r}"
+                f"data_plane must be 'auto', 'obstore' or 'aiobotocore', got {self.data_plane!r}"
             )
         if self.data_plane == "obstore" and importlib.util.find_spec("obstore") is None:
             raise InvalidInputError("data_plane='obstore' needs obstore: pip install obstore")

@@ -19,9 +19,7 @@ from urllib.parse import urlsplit
 logger = logging.getLogger("kl3m_data_client")
 
 _MAX_HEAD = 64 << 10
-_REFUSAL = (
-    b"HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-)
+_REFUSAL = b"HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _TUNNEL_OPEN = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 
 

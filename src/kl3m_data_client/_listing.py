@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kl3m_data_client._errors import ServiceError, UntrustedResponseError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+)
+from botocore.parsers import ResponseParserError
+
+from kl3m_data_client._errors import KL3MError, ServiceError, UntrustedResponseError
+from kl3m_data_client._s3errors import BODY_ERRORS, backoff
+from kl3m_data_client._stream import within
 
 logger = logging.getLogger("kl3m_data_client")
 
@@ -81,6 +93,49 @@ async def checked_pages(
         if ahead is not None:
             ahead.cancel()
             await asyncio.gather(ahead, return_exceptions=True)
+
+
+async def list_once(
+    client: Any,
+    params: dict[str, Any],
+    prefix: str,
+    *,
+    max_attempts: int,
+    seconds: float,
+    error: Callable[[BaseException, str], KL3MError],
+    failed: Callable[[str, int, float, BaseException], KL3MError],
+) -> Any:
+    """One ListObjectsV2 page, retried (same token) on broken or unparsable answers.
+
+    botocore already retried connection errors and 5xx/throttling answers
+    ``max_attempts`` times: those end here. What botocore does not retry -- a body cut
+    while it is read, or XML that does not parse -- is retried here, ``max_attempts``
+    times within ``seconds``.
+    """
+    what = f"listing of {prefix!r}"
+    if params.get("ContinuationToken"):
+        what += " (continued page)"
+    started = time.monotonic()
+    deadline = started + seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            return await within(client.list_objects_v2(**params), remaining)
+        except ClientError as exc:
+            raise error(exc, what) from exc
+        except (HTTPClientError, EndpointConnectionError, ConnectTimeoutError) as exc:
+            # botocore already made max_attempts tries of this request
+            attempts = max(attempt, max_attempts)
+            raise failed(what, attempts, started, exc) from exc
+        except (ResponseParserError, *BODY_ERRORS) as exc:
+            if attempt >= max_attempts or time.monotonic() >= deadline:
+                raise failed(what, attempt, started, exc) from exc
+            logger.debug("retrying %s after %s", what, type(exc).__name__)
+            await backoff(attempt, deadline)
+        except BotoCoreError as exc:
+            raise error(exc, what) from exc
 
 
 class ListingCheck:

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -29,12 +29,9 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
     HTTPClientError,
     ProfileNotFound,
 )
-from botocore.parsers import ResponseParserError
 
 from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._config import ClientConfig
@@ -53,6 +50,7 @@ from kl3m_data_client._listing import (
     ListPage,
     ObjectInfo,
     checked_pages,
+    list_once,
 )
 from kl3m_data_client._obstore import Fallback, ObstorePlane, addressable, create_plane
 from kl3m_data_client._redact import install_log_redaction, remember_secrets
@@ -243,37 +241,16 @@ class S3Store:
                 yield page
 
     async def _list_once(self, client: Any, params: dict[str, Any], prefix: str) -> Any:
-        """One ListObjectsV2 page, retried (same token) on broken or unparsable answers.
-
-        botocore already retried connection errors and 5xx/throttling answers
-        ``max_attempts`` times: those end here. What botocore does not retry -- a body cut
-        while it is read, or XML that does not parse -- is retried here, ``max_attempts``
-        times within :attr:`object_deadline`.
-        """
-        what = f"listing of {prefix!r}"
-        if params.get("ContinuationToken"):
-            what += " (continued page)"
-        started = time.monotonic()
-        deadline = started + self.object_deadline
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            try:
-                return await within(client.list_objects_v2(**params), remaining)
-            except ClientError as exc:
-                raise self._error(exc, what) from exc
-            except (HTTPClientError, EndpointConnectionError, ConnectTimeoutError) as exc:
-                # botocore already made max_attempts tries of this request
-                attempts = max(attempt, self.config.max_attempts)
-                raise self._failed(what, attempts, started, exc) from exc
-            except (ResponseParserError, *BODY_ERRORS) as exc:
-                if attempt >= self.config.max_attempts or time.monotonic() >= deadline:
-                    raise self._failed(what, attempt, started, exc) from exc
-                logger.debug("retrying %s after %s", what, type(exc).__name__)
-                await self._backoff(attempt, deadline)
-            except BotoCoreError as exc:
-                raise self._error(exc, what) from exc
+        """One ListObjectsV2 page (``_listing.list_once``) within :attr:`object_deadline`."""
+        return await list_once(
+            client,
+            params,
+            prefix,
+            max_attempts=self.config.max_attempts,
+            seconds=self.object_deadline,
+            error=self._error,
+            failed=self._failed,
+        )
 
     # -- objects ---------------------------------------------------------------------------
     async def get(self, key: str, *, admit: Callable[[int], bool] | None = None) -> bytes | None:
@@ -316,10 +293,11 @@ class S3Store:
                 if remaining <= 0:
                     raise _Deadline
                 try:
-                    if plane is not None:
-                        fetched = self._plane_once(plane, key, admit)
-                    else:
-                        fetched = self._get_once(client, key, admit)
+                    fetched: Coroutine[Any, Any, tuple[bytes | None, str | None]] = (
+                        self._plane_once(plane, key, admit)
+                        if plane is not None
+                        else self._get_once(client, key, admit)
+                    )
                     data, digest = await within(fetched, remaining)
                 except asyncio.TimeoutError as exc:
                     raise _Deadline from exc
@@ -374,7 +352,7 @@ class S3Store:
 
     async def _plane_once(
         self, plane: ObstorePlane, key: str, admit: Callable[[int], bool] | None
-    ) -> tuple[bytes | None, None]:
+    ) -> tuple[bytes | None, str | None]:
         """One GET through obstore: the bytes (None: no such key) that match their ETag."""
         found = await plane.get(key, self.config.limits.max_object_bytes, admit)
         if found is None:
