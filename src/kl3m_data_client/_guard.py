@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 logger = logging.getLogger("kl3m_data_client")
 
 _MAX_HEAD = 64 << 10
+_MAX_RECORDED = 1000
 _REFUSAL = b"HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _TUNNEL_OPEN = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 
@@ -39,7 +40,7 @@ class OriginGuard:
         self.origin = origin_of(endpoint)
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        #: Requests refused: the ``host:port`` each wanted to reach.
+        #: Requests refused: the ``host:port`` each wanted to reach (the first 1,000).
         self.refused: list[str] = []
         self.url = ""
         self._server: asyncio.AbstractServer | None = None
@@ -217,7 +218,8 @@ class _Inbound(asyncio.Protocol):
             upstream.write(data)
 
     def _refuse(self, authority: str) -> None:
-        self.guard.refused.append(authority)
+        if len(self.guard.refused) < _MAX_RECORDED:
+            self.guard.refused.append(authority)
         logger.debug(
             "obstore request for %s refused (only %s is reached)", authority, self.guard.origin
         )
