@@ -6,11 +6,15 @@ the two planes apart by their User-Agent (the obstore plane's ends in ``obstore/
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
+import ssl
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +25,13 @@ from kl3m_data_client import (
     BucketNotFoundError,
     InvalidInputError,
     KL3MClient,
+    UntrustedResponseError,
 )
 from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._obstore import addressable
 from kl3m_data_client.testing import LocalBucket, LocalS3Server
-from kl3m_data_client.testing._faults import FaultPlan, FaultProxy, RequestInfo
+from kl3m_data_client.testing._faults import Fault, FaultPlan, FaultProxy, RequestInfo
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +200,81 @@ async def test_errors_are_the_same_on_both_planes(odd_bucket: LocalBucket) -> No
                         outcomes.setdefault(plane, []).append(row)
     assert outcomes["obstore"] == outcomes["aiobotocore"]
     assert [o[0] for o in outcomes["obstore"]] == ["AccessDeniedError", "BucketNotFoundError"]
+
+
+def _ca_and_leaf(tmp: Path) -> tuple[Path, ssl.SSLContext]:
+    """A private CA (its PEM: the bundle) and a server context for 127.0.0.1 signed by it.
+
+    rustls (under obstore) refuses a CA certificate used as the server's own, so the
+    self-signed certificate of ``test_privilege`` would make obstore hand every GET back.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def build(subject: str, public: Any, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kl3m-test-ca")]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            ip = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([ip]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = build("kl3m-test-ca", ca_key.public_key(), ca_key, True)
+    leaf = build("127.0.0.1", leaf_key.public_key(), ca_key, False)
+    bundle, chain, key = tmp / "ca.pem", tmp / "leaf.pem", tmp / "leaf.key"
+    bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain, key)
+    return bundle, context
+
+
+async def test_https_endpoint_through_the_guard(odd_bucket: LocalBucket, tmp_path: Path) -> None:
+    """HTTPS: obstore's requests pass the guard as a CONNECT tunnel (TLS end to end, the CA
+    bundle honoured); a redirect from there to another host is still never followed."""
+    bundle, context = _ca_and_leaf(tmp_path)
+    key = "odd/naïve café/Übersicht"
+    for kinds in (set(), {Fault.REDIRECT_OTHER_HOST}):
+        plan = FaultPlan(1.0 if kinds else 0.0, kinds=kinds, max_faults_per_request=None)
+        async with (
+            FaultProxy(odd_bucket.endpoint_url, plan, ssl_context=context) as proxy,
+            AsyncKL3MClient(
+                **{**odd_bucket.client_kwargs(), "endpoint_url": proxy.endpoint_url},
+                verify=str(bundle),
+                data_plane="obstore",
+            ) as client,
+        ):
+            assert proxy.endpoint_url.startswith("https://")
+            if not kinds:
+                assert await client.store.get(key) == AWKWARD[key]
+                plane = client.store.plane
+                assert plane is not None and (plane.gets, plane.fallbacks) == (1, 0)
+            else:
+                with pytest.raises(UntrustedResponseError, match="another host"):
+                    await client.store.get(key)
+                plane = client.store.plane
+                assert plane is not None and plane.fallbacks == 1
+        assert proxy.other.requests == []
