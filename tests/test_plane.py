@@ -12,6 +12,7 @@ import logging
 import ssl
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,38 @@ def test_import_does_not_load_obstore() -> None:
     code = "import sys, kl3m_data_client; print('obstore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_without_obstore(odd_bucket: LocalBucket) -> None:
+    """obstore not importable: "auto" reads through aiobotocore (saying why at DEBUG),
+    "obstore" is refused at once."""
+    code = textwrap.dedent(
+        f"""
+        import asyncio, logging, sys
+        sys.modules["obstore"] = None  # as if it were not installed
+        from kl3m_data_client import AsyncKL3MClient, InvalidInputError
+        records = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+        logging.getLogger("kl3m_data_client").addHandler(Keep())
+        logging.getLogger("kl3m_data_client").setLevel(logging.DEBUG)
+        try:
+            AsyncKL3MClient(data_plane="obstore")
+        except InvalidInputError as exc:
+            print("refused:", exc)
+        async def main():
+            async with AsyncKL3MClient(**{odd_bucket.client_kwargs()!r}) as client:
+                print(await client.store.get("odd/.hidden"), client.store.plane)
+        asyncio.run(main())
+        print([m for m in records if "GETs through" in m])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "refused: data_plane='obstore' needs obstore: pip install obstore"
+    assert lines[1] == "b'hidden' None"
+    assert lines[2] == "['GETs through aiobotocore: obstore is not installed']"
 
 
 def test_addressable_keys() -> None:
