@@ -35,8 +35,9 @@ def origin_of(url: str) -> str:
 class OriginGuard:
     """The proxy; :attr:`url` is obstore's ``proxy_url`` once :meth:`start` returned."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(endpoint)
+        self.connect_timeout = connect_timeout
         self.origin = origin_of(endpoint)
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -64,9 +65,8 @@ class OriginGuard:
     async def connect(self, inbound: _Inbound) -> asyncio.Transport:
         """A connection to the origin whose data goes to ``inbound``."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_connection(
-            lambda: _Upstream(inbound), self._host, self._port
-        )
+        connecting = loop.create_connection(lambda: _Upstream(inbound), self._host, self._port)
+        transport, _ = await asyncio.wait_for(connecting, self.connect_timeout)
         return transport
 
 
@@ -206,7 +206,7 @@ class _Inbound(asyncio.Protocol):
     async def _connect(self) -> None:
         try:
             upstream = await self.guard.connect(self)
-        except OSError:
+        except (OSError, asyncio.TimeoutError):
             self.abort()  # obstore sees a broken connection: the GET goes to aiobotocore
             return
         if self.transport is None or self.transport.is_closing():

@@ -92,11 +92,11 @@ async def create_plane(
     why = _unusable(client)
     options: dict[str, Any] | None = None
     if why is None:
-        options, why = await _store_options(cfg, session, client)
+        options, why = await _store_options(cfg, session, client, deadline)
     if options is None:
         logger.debug("GETs through aiobotocore: %s", why)
         return None
-    guard = OriginGuard(options["endpoint"])
+    guard = OriginGuard(options["endpoint"], cfg.connect_timeout)
     await guard.start()
     options["client_options"]["proxy_url"] = guard.url
     try:
@@ -113,7 +113,7 @@ async def create_plane(
 
 
 async def _store_options(
-    cfg: ClientConfig, session: Any, client: Any
+    cfg: ClientConfig, session: Any, client: Any, deadline: float
 ) -> tuple[dict[str, Any] | None, str | None]:
     """obstore ``S3Store`` keyword arguments for ``cfg``, or None and why not."""
     endpoint = str(client.meta.endpoint_url)
@@ -124,6 +124,8 @@ async def _store_options(
         "allow_http": scheme == "http",
         "connect_timeout": timedelta(seconds=cfg.connect_timeout),
         "read_timeout": timedelta(seconds=cfg.read_timeout),
+        # the whole GET may take the object's deadline (the store's, which also bounds it)
+        "timeout": timedelta(seconds=deadline),
         "pool_max_idle_per_host": str(cfg.max_concurrency),
         "user_agent": f"{client.meta.config.user_agent} obstore/{_obstore_version()}",
     }
