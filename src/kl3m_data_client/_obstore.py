@@ -67,10 +67,15 @@ class Fallback(Exception):
     """obstore did not give a plain answer: make this GET through aiobotocore."""
 
 
-def _unusable(client: Any) -> str | None:
+def _unusable(cfg: ClientConfig, session: Any, client: Any) -> str | None:
     """Why the settings need aiobotocore for GETs, or None."""
     if urllib.request.getproxies_environment():
         return "an HTTP proxy is configured in the environment"
+    if cfg.bucket.startswith("arn:"):
+        return "the bucket is an ARN (access point or outpost)"
+    for name in ("use_fips_endpoint", "use_dualstack_endpoint"):
+        if str(session.get_config_variable(name) or "").lower() in ("true", "1"):
+            return f"{name} is set (botocore resolves those endpoints)"
     endpoint = str(client.meta.endpoint_url or "")
     if urllib.parse.urlsplit(endpoint).path not in ("", "/"):
         return f"the endpoint {endpoint!r} has a path"
@@ -89,7 +94,7 @@ async def create_plane(
             raise InvalidInputError(INSTALL_HINT) from exc
         logger.debug("GETs through aiobotocore: obstore is not installed")
         return None
-    why = _unusable(client)
+    why = _unusable(cfg, session, client)
     options: dict[str, Any] | None = None
     if why is None:
         options, why = await _store_options(cfg, session, client, deadline)
