@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from urllib.parse import urlsplit
 
 logger = logging.getLogger("kl3m_data_client")
@@ -33,7 +34,12 @@ def origin_of(url: str) -> str:
 
 
 class OriginGuard:
-    """The proxy; :attr:`url` is obstore's ``proxy_url`` once :meth:`start` returned."""
+    """The proxy; :attr:`url` is obstore's ``proxy_url`` once :meth:`start` returned.
+
+    It runs on an event loop of its own, in a daemon thread: relaying obstore's bytes never
+    waits for the caller's loop (busy decoding documents), and none of its tasks are the
+    caller's.
+    """
 
     def __init__(self, endpoint: str, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(endpoint)
@@ -44,23 +50,53 @@ class OriginGuard:
         #: Requests refused: the ``host:port`` each wanted to reach (the first 1,000).
         self.refused: list[str] = []
         self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._open: set[_Inbound] = set()
 
     async def start(self) -> None:
-        """Listen on a free loopback port."""
+        """Listen on a free loopback port, from the guard's own loop thread."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="kl3m-origin-guard", daemon=True
+        )
+        self._thread.start()
+        listening = asyncio.run_coroutine_threadsafe(self._listen(), loop)
+        await asyncio.wrap_future(listening)
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Inbound(self), "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
 
     def close(self) -> None:
-        """Stop listening and drop every connection."""
+        """Stop listening, drop every connection and end the loop thread."""
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+    async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
         for inbound in list(self._open):
             inbound.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(3):  # the transports' connection_lost callbacks
+            await asyncio.sleep(0)
 
     async def connect(self, inbound: _Inbound) -> asyncio.Transport:
         """A connection to the origin whose data goes to ``inbound``."""
@@ -152,6 +188,8 @@ class _Inbound(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
 
     def pause_reading(self) -> None:
         if self.transport is not None:

@@ -56,6 +56,15 @@ def _obstore_version() -> str:
     return str(getattr(obstore, "__version__", "0"))
 
 
+def _user_agent(session: Any, client: Any) -> str:
+    """The client's User-Agent with ``obstore/<version>`` before the session's extra."""
+    agent = str(client.meta.config.user_agent)
+    extra = getattr(session, "user_agent_extra", None) or ""
+    if extra and agent.endswith(f" {extra}"):
+        agent = agent[: -len(extra) - 1]
+    return " ".join(part for part in (agent, f"obstore/{_obstore_version()}", extra) if part)
+
+
 def addressable(key: str) -> bool:
     """True if obstore sends ``key`` unchanged (its paths drop or refuse some keys)."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
@@ -132,7 +141,7 @@ async def _store_options(
         # the whole GET may take the object's deadline (the store's, which also bounds it)
         "timeout": timedelta(seconds=deadline),
         "pool_max_idle_per_host": str(cfg.max_concurrency),
-        "user_agent": f"{client.meta.config.user_agent} obstore/{_obstore_version()}",
+        "user_agent": _user_agent(session, client),
     }
     verify = cfg.verify if cfg.verify is not None else session.get_config_variable("ca_bundle")
     if verify is False:
