@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from urllib.parse import urlsplit
 
@@ -54,11 +55,13 @@ class OriginGuard:
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._open: set[_Inbound] = set()
+        self._pid = 0
 
     async def start(self) -> None:
         """Listen on a free loopback port, from the guard's own loop thread."""
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self._pid = os.getpid()
         self._thread = threading.Thread(
             target=loop.run_forever, name="kl3m-origin-guard", daemon=True
         )
@@ -75,8 +78,8 @@ class OriginGuard:
     def close(self) -> None:
         """Stop listening, drop every connection and end the loop thread."""
         loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is None or thread is None:
-            return
+        if loop is None or thread is None or os.getpid() != self._pid:
+            return  # not started, closed, or a forked child (the thread is the parent's)
         try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
         finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import urllib.parse
 import urllib.request
 from datetime import timedelta
@@ -48,6 +49,9 @@ _UNADDRESSABLE_SEGMENTS = frozenset({"", ".", ".."})
 #: The code of S3's answer for a missing key, as obstore's error text carries it.
 _NO_SUCH_KEY = "<Code>NoSuchKey</Code>"
 INSTALL_HINT = "data_plane='obstore' needs obstore: pip install obstore"
+#: The process in which obstore's runtime (tokio, with its threads) was started: a child
+#: forked from it inherits a runtime without threads, where every obstore call would hang.
+_RUNTIME_PID: int | None = None
 
 
 def _obstore_version() -> str:
@@ -78,6 +82,8 @@ class Fallback(Exception):
 
 def _unusable(cfg: ClientConfig, session: Any, client: Any) -> str | None:
     """Why the settings need aiobotocore for GETs, or None."""
+    if _RUNTIME_PID is not None and os.getpid() != _RUNTIME_PID:
+        return "obstore's runtime was started in the parent of this forked process"
     if urllib.request.getproxies_environment():
         return "an HTTP proxy is configured in the environment"
     if cfg.bucket.startswith("arn:"):
@@ -180,6 +186,9 @@ class ObstorePlane:
     def __init__(self, object_store: Any, guard: OriginGuard) -> None:
         import obstore
 
+        global _RUNTIME_PID
+        _RUNTIME_PID = self._pid = os.getpid()
+
         self._object_store = object_store
         self._get_async = obstore.get_async
         #: The proxy that keeps obstore's requests on the endpoint's origin.
@@ -187,6 +196,10 @@ class ObstorePlane:
         #: GETs answered through obstore, and GETs it handed to aiobotocore.
         self.gets = 0
         self.fallbacks = 0
+
+    def takes(self, key: str) -> bool:
+        """True if this plane can GET ``key`` (and this is not a child forked after it)."""
+        return addressable(key) and os.getpid() == self._pid
 
     def close(self) -> None:
         """Stop the guard (obstore's connections close with it)."""

@@ -52,7 +52,7 @@ from kl3m_data_client._listing import (
     checked_pages,
     list_once,
 )
-from kl3m_data_client._obstore import Fallback, ObstorePlane, addressable, create_plane
+from kl3m_data_client._obstore import Fallback, ObstorePlane, create_plane
 from kl3m_data_client._redact import install_log_redaction, remember_secrets
 from kl3m_data_client._redact import redact_exception as scrub
 from kl3m_data_client._s3errors import (
@@ -285,7 +285,7 @@ class S3Store:
         deadline = started + self.object_deadline
         attempt = 0
         mismatched: set[str] = set()
-        plane = self.plane if self.plane is not None and addressable(key) else None
+        plane = self.plane if self.plane is not None and self.plane.takes(key) else None
         while True:
             attempt += 1
             try:
