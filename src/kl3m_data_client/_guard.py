@@ -92,14 +92,16 @@ class OriginGuard:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for inbound in list(self._open):
-            inbound.abort()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for _ in range(3):  # the transports' connection_lost callbacks
+        for _ in range(2):  # twice: a connection accepted just now is made on the next turn
             await asyncio.sleep(0)
+            for inbound in list(self._open):
+                inbound.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(3):  # the transports' connection_lost callbacks
+                await asyncio.sleep(0)
 
     async def connect(self, inbound: _Inbound) -> asyncio.Transport:
         """A connection to the origin whose data goes to ``inbound``."""
