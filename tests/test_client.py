@@ -215,8 +215,13 @@ async def test_stream_bounds_requests_in_flight_and_backpressure(kl3m_corpus_buc
     dataset = max(corpus.datasets, key=lambda d: len(corpus.dataset_documents(d)))
     total = len(corpus.dataset_documents(dataset))
     assert total > 20
+    # counted by botocore's events, so on the aiobotocore plane (the window and the slots are
+    # the client's and the store's, above either plane)
     async with AsyncKL3MClient(
-        **kl3m_corpus_bucket.client_kwargs(), max_concurrency=4, session=session
+        **kl3m_corpus_bucket.client_kwargs(),
+        max_concurrency=4,
+        session=session,
+        data_plane="aiobotocore",
     ) as c:
         stream = c.stream_documents(dataset)
         first = await stream.__anext__()
@@ -361,6 +366,7 @@ async def test_user_agent_fixed_and_ours(kl3m_corpus_bucket: Any) -> None:
 
     The header is built once per process (botocore rebuilds it for every request otherwise).
     """
+    import obstore
     from aiobotocore.session import AioSession
 
     from kl3m_data_client import __version__
@@ -383,9 +389,12 @@ async def test_user_agent_fixed_and_ours(kl3m_corpus_bucket: Any) -> None:
             for doc_id in ids:
                 await client.get_document(dataset, doc_id)
     assert len(agents) >= 4
-    assert len(set(agents)) == 1, set(agents)
-    assert agents[0].startswith(f"kl3m-data-client/{__version__} md/Botocore#")
-    assert agents[0].endswith(" my-pipeline/7")
+    # one User-Agent for aiobotocore's requests; the obstore plane's GETs add obstore/<version>
+    botocore_agent = next(a for a in agents if " obstore/" not in a)
+    obstore_agent = botocore_agent.replace(" my-pipeline/7", f" obstore/{obstore.__version__}")
+    assert set(agents) == {botocore_agent, obstore_agent + " my-pipeline/7"}, set(agents)
+    assert botocore_agent.startswith(f"kl3m-data-client/{__version__} md/Botocore#")
+    assert botocore_agent.endswith(" my-pipeline/7")
 
 
 async def test_bad_listing_arguments_are_input_errors(client: AsyncKL3MClient) -> None:

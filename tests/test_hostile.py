@@ -29,13 +29,15 @@ from kl3m_data_client import (
     UntrustedResponseError,
 )
 from kl3m_data_client._formats import Limits
-from kl3m_data_client._store import MAX_EMPTY_PAGES
+from kl3m_data_client._listing import MAX_EMPTY_PAGES
 from kl3m_data_client.testing import LocalBucket, LocalS3Server
 from kl3m_data_client.testing._faults import Fault, FaultPlan, FaultProxy, RequestInfo
 
 pytestmark = pytest.mark.anyio
 
 FOREIGN = "private/secret.json"
+#: Both data planes of GETs: each hostile GET case holds on either.
+PLANES = pytest.mark.parametrize("plane", ["obstore", "aiobotocore"])
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +65,26 @@ def _dataset(bucket: LocalBucket) -> tuple[str, list[str]]:
 # -- redirects -----------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
+@PLANES
 async def test_redirect_to_another_host_is_never_followed(
-    hostile_bucket: LocalBucket, status: int
+    hostile_bucket: LocalBucket, status: int, plane: str
 ) -> None:
     doc = hostile_bucket.corpus.documents[0]
     plan = _plan(Fault.REDIRECT_OTHER_HOST, redirect_status=status)
     token = "kl3mREDIRECTtoken-must-stay-home-0123456789"
     async with (
         FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
-        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy), aws_session_token=token) as client,
+        AsyncKL3MClient(
+            **proxied_kwargs(hostile_bucket, proxy, data_plane=plane), aws_session_token=token
+        ) as client,
     ):
         other = f"127.0.0.1:{proxy.other.port}"
         with pytest.raises(ServiceError) as got:
             await client._store.get(doc.document_key)
+        if plane == "obstore":  # obstore followed it to the guard, which refused it
+            assert client._store.plane is not None
+            assert client._store.plane.guard.refused == [other]
+            assert client._store.plane.fallbacks == 1
         error = got.value
         assert isinstance(error, UntrustedResponseError) and error.per_object is False
         assert error.key == doc.document_key
@@ -174,37 +183,45 @@ async def test_keys_outside_the_prefix_are_skipped_and_reported(
 
 # -- bodies --------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
-async def test_chunked_oversize_body_is_refused_while_read(hostile_bucket: LocalBucket) -> None:
+@PLANES
+async def test_chunked_oversize_body_is_refused_while_read(
+    hostile_bucket: LocalBucket, plane: str
+) -> None:
     doc = hostile_bucket.corpus.documents[0]
     limit = 4 << 20
     plan = _plan(Fault.CHUNKED_OVERSIZE, oversize_bytes=200 << 20)
     async with (
         FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
         AsyncKL3MClient(
-            **proxied_kwargs(hostile_bucket, proxy), limits=Limits(max_object_bytes=limit)
+            **proxied_kwargs(hostile_bucket, proxy, data_plane=plane),
+            limits=Limits(max_object_bytes=limit),
         ) as client,
     ):
         with pytest.raises(SizeLimitExceededError) as got:
             await client._store.get(doc.document_key)
+        # obstore refuses a body without a Content-Length: aiobotocore reads it, limited
+        assert (client._store.plane is not None) is (plane == "obstore")
     assert got.value.per_object is True and got.value.key == doc.document_key
     assert "no Content-Length" in str(got.value)
-    assert proxy.fired[Fault.CHUNKED_OVERSIZE] == 1
+    assert proxy.fired[Fault.CHUNKED_OVERSIZE] == (2 if plane == "obstore" else 1)
     # far less than the 200 MiB offered: the limit plus socket buffers
     assert proxy.oversize_sent < 64 << 20, proxy.oversize_sent
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", [Fault.LENGTH_SHORT, Fault.LENGTH_LONG])
+@PLANES
 async def test_wrong_content_length_is_a_broken_body(
-    hostile_bucket: LocalBucket, kind: Fault
+    hostile_bucket: LocalBucket, kind: Fault, plane: str
 ) -> None:
     doc = hostile_bucket.corpus.documents[2]
-    async with (
-        FaultProxy(hostile_bucket.endpoint_url, _plan(kind)) as proxy,
-        AsyncKL3MClient(**proxied_kwargs(hostile_bucket, proxy, max_attempts=3)) as client,
-    ):
-        with pytest.raises(ConnectionFailedError) as got:
-            await client._store.get(doc.document_key)
+    kwargs = proxied_kwargs(hostile_bucket, FaultProxy("http://unused"), data_plane=plane)
+    async with FaultProxy(hostile_bucket.endpoint_url, _plan(kind)) as proxy:
+        kwargs.update(endpoint_url=proxy.endpoint_url, max_attempts=3)
+        async with AsyncKL3MClient(**kwargs) as client:
+            with pytest.raises(ConnectionFailedError) as got:
+                await client._store.get(doc.document_key)
+            assert (client._store.plane is not None) is (plane == "obstore")
     assert got.value.per_object is False and got.value.key == doc.document_key
     assert got.value.__cause__ is not None
     assert proxy.fired[kind] >= 2  # retried, never returned
@@ -212,7 +229,10 @@ async def test_wrong_content_length_is_a_broken_body(
 
 # -- deadlines -----------------------------------------------------------------------------
 @pytest.mark.timeout(60)
-async def test_deadline_counts_from_the_concurrency_slot(hostile_bucket: LocalBucket) -> None:
+@PLANES
+async def test_deadline_counts_from_the_concurrency_slot(
+    hostile_bucket: LocalBucket, plane: str
+) -> None:
     """max_concurrency=1, 0.3 s per GET, deadline 1.2 s: all six GETs complete (a deadline
     started before the slot would expire for the fifth and sixth, queued 1.2 s and 1.5 s)."""
     docs = hostile_bucket.corpus.documents[:6]
@@ -220,10 +240,13 @@ async def test_deadline_counts_from_the_concurrency_slot(hostile_bucket: LocalBu
     async with (
         FaultProxy(hostile_bucket.endpoint_url, plan) as proxy,
         AsyncKL3MClient(
-            **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1), object_deadline=1.2
+            **proxied_kwargs(hostile_bucket, proxy, max_concurrency=1, data_plane=plane),
+            object_deadline=1.2,
         ) as client,
     ):
         got = await asyncio.gather(*(client._store.get(d.document_key) for d in docs))
+        gets = client._store.plane.gets if client._store.plane is not None else 0
+    assert gets == (len(docs) if plane == "obstore" else 0)
     assert got == [hostile_bucket.corpus.objects[d.document_key] for d in docs]
     assert proxy.requests["GetObject"] == len(docs)
 
@@ -344,10 +367,9 @@ def _answer(*keys: str, token: str | None = None, prefixes: tuple[str, ...] = ()
 
 
 def _checker(start_after: str = "") -> Any:
-    from kl3m_data_client._config import ClientConfig
-    from kl3m_data_client._store import S3Store, _ListingCheck
+    from kl3m_data_client._listing import ListingCheck
 
-    return _ListingCheck(S3Store(ClientConfig()), "d/", start_after)
+    return ListingCheck("d/", start_after)
 
 
 @pytest.mark.parametrize(

@@ -296,19 +296,30 @@ async def test_deduplicate_seen_set_lives_on_disk(kl3m_bucket: LocalBucket, tmp_
 
 
 @pytest.mark.kl3m_corpus(0)
-async def test_unlisted_body_is_admitted_before_it_is_read(kl3m_bucket: LocalBucket) -> None:
+@pytest.mark.parametrize("plane", ["obstore", "aiobotocore"])
+async def test_unlisted_body_is_admitted_before_it_is_read(
+    kl3m_bucket: LocalBucket, plane: str
+) -> None:
     """An object of unknown size (an explicit id) that does not fit is not read: its GET is
-    closed unread, the lease waits in turn for the announced size, then GETs again."""
+    closed unread, the lease waits in turn for the announced size, then GETs again. GETs are
+    counted on the wire (the fault proxy), whichever data plane sends them."""
     from kl3m_data_client._budget import BODY_FACTOR, budgeted_get
 
     key, body = "documents/admit/doc.json", os.urandom(1 * MiB)  # raw bytes: no decoding here
     await kl3m_bucket.put_objects_async({key: body})
     gets: list[str] = []
-    async with AsyncKL3MClient(**kl3m_bucket.client_kwargs()) as client:
-        s3 = await client._store.client()
-        s3.meta.events.register(
-            "before-send.s3.GetObject", lambda request, **_: gets.append(request.url)
-        )
+
+    def on_the_wire(info: RequestInfo) -> None:
+        if info.operation == "GetObject":
+            gets.append(info.path)
+
+    async with (
+        FaultProxy(kl3m_bucket.endpoint_url, FaultPlan(0.0, credential_check=on_the_wire)) as p,
+        AsyncKL3MClient(
+            **{**kl3m_bucket.client_kwargs(), "endpoint_url": p.endpoint_url},
+            data_plane=plane,  # type: ignore[arg-type]
+        ) as client,
+    ):
         budget = Budget(BODY_FACTOR * len(body) + BODY_FACTOR * len(body) // 4)
         head, other = budget.lease(), budget.lease()
         await head.reserve_body(len(body))  # the head holds most of the budget
@@ -327,6 +338,10 @@ async def test_unlisted_body_is_admitted_before_it_is_read(kl3m_bucket: LocalBuc
                 assert budget.held <= budget.limit  # the refused body was never charged
                 head.taken()
                 head.release()
+        used = client._store.plane
+    assert (used is not None) is (plane == "obstore")
+    if used is not None:
+        assert used.gets == 1 and used.fallbacks == 0
     assert got == [body]
     assert len(gets) == 2  # read only once there was room for it
     assert budget.peak <= budget.limit

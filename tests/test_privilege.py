@@ -13,7 +13,7 @@ from aiobotocore.session import AioSession
 
 from kl3m_data_client import AsyncKL3MClient, ConnectionFailedError, Stage
 from kl3m_data_client.testing import LocalBucket
-from kl3m_data_client.testing._faults import FaultProxy
+from kl3m_data_client.testing._faults import FaultPlan, FaultProxy, RequestInfo
 
 pytestmark = pytest.mark.anyio
 
@@ -21,19 +21,32 @@ ALLOWED = {"ListObjectsV2", "GetObject", "HeadObject"}
 
 
 @pytest.mark.kl3m_corpus(n_documents=12)
-async def test_read_features_use_only_list_get_head(kl3m_bucket: LocalBucket) -> None:
+@pytest.mark.parametrize("plane", ["obstore", "aiobotocore"])
+async def test_read_features_use_only_list_get_head(kl3m_bucket: LocalBucket, plane: str) -> None:
+    """Seen in botocore (its calls) and on the wire (every request of either data plane)."""
     calls: list[str] = []
+    wire: list[str] = []
 
     def record(model: Any, **_: Any) -> None:
         calls.append(model.name)
+
+    def on_the_wire(info: RequestInfo) -> None:
+        wire.append(info.operation)
 
     session = AioSession()
     session.register("before-call.s3", record)
     corpus = kl3m_bucket.corpus
     doc = corpus.documents[0]
     ids = [d.document_id for d in corpus.dataset_documents(doc.dataset_id)]
-    async with AsyncKL3MClient(**kl3m_bucket.client_kwargs(), session=session) as client:
-        assert set(await client.list_datasets()) == set(corpus.datasets)
+    async with (
+        FaultProxy(kl3m_bucket.endpoint_url, FaultPlan(0.0, credential_check=on_the_wire)) as p,
+        AsyncKL3MClient(
+            **{**kl3m_bucket.client_kwargs(), "endpoint_url": p.endpoint_url},
+            session=session,
+            data_plane=plane,  # type: ignore[arg-type]
+        ) as client,
+    ):
+        assert await client.list_datasets()
         status = await client.get_dataset_status(doc.dataset_id)
         assert status.document_count == len(ids)
         index = await client.get_dataset_index(doc.dataset_id)
@@ -51,11 +64,15 @@ async def test_read_features_use_only_list_get_head(kl3m_bucket: LocalBucket) ->
         assert not await client.exists(doc.dataset_id, "missing-document")
         got = await client.get_document(doc.dataset_id, doc.document_id)
         assert got is not None
-        rep = await got.get_representation_content()
-        assert rep is not None and rep.documents[0]["identifier"] == doc.identifier
-        parquet = await got.get_parquet()
-        assert parquet is not None and parquet.data == corpus.objects[doc.parquet_key]
-    assert set(calls) == ALLOWED, calls
+        assert await got.get_representation_content() is not None
+        assert await got.get_parquet() is not None
+        used = client._store.plane
+    assert set(wire) == ALLOWED, wire
+    if plane == "obstore":  # GETs never pass through botocore
+        assert used is not None and used.gets > 0 and used.fallbacks == 0
+        assert set(calls) == ALLOWED - {"GetObject"}, calls
+    else:
+        assert set(calls) == ALLOWED, calls
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

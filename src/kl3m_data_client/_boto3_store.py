@@ -16,8 +16,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -34,14 +33,10 @@ from kl3m_data_client._errors import (
     KL3MError,
     SizeLimitExceededError,
 )
-from kl3m_data_client._store import (
-    ListPage,
-    ObjectInfo,
-    S3Store,
-    _BrokenBody,
-    _check_str,
-    _ListingCheck,
-)
+from kl3m_data_client._listing import ListingCheck, ListPage, ObjectInfo
+from kl3m_data_client._s3errors import BrokenBody, check_str
+from kl3m_data_client._s3errors import map_error as _map_error
+from kl3m_data_client._store import S3Store
 
 if TYPE_CHECKING:
     from kl3m_data_client._config import ClientConfig
@@ -54,7 +49,7 @@ _BODY_FAILURES: tuple[type[Exception], ...] = (
     IncompleteReadError,
     ResponseStreamingError,
     ReadTimeoutError,
-    _BrokenBody,
+    BrokenBody,
     ConnectionError,
 )
 _DONE = object()
@@ -69,8 +64,7 @@ def map_error(
     endpoint_url: str | None = None,
 ) -> KL3MError:
     """The :class:`KL3MError` the store raises for ``exc`` (its mapping, reused as is)."""
-    context = SimpleNamespace(config=SimpleNamespace(bucket=bucket, endpoint_url=endpoint_url))
-    return S3Store._error(cast(S3Store, context), exc, what, key)
+    return _map_error(exc, what, bucket=bucket, endpoint_url=endpoint_url, key=key)
 
 
 def is_blocking_client(s3_client: Any) -> bool:
@@ -188,9 +182,9 @@ class Boto3Store(S3Store):
         page_size: int = 1000,
     ) -> AsyncIterator[ListPage]:
         """Yield ListObjectsV2 pages of ``prefix`` (the client's paginator, in the thread)."""
-        _check_str(prefix, "prefix", empty=True)
+        check_str(prefix, "prefix", empty=True)
         if start_after is not None:
-            _check_str(start_after, "start_after", empty=True)
+            check_str(start_after, "start_after", empty=True)
         extra = dict(self._extra)
         if start_after:
             extra["StartAfter"] = start_after
@@ -203,7 +197,12 @@ class Boto3Store(S3Store):
             page_size=page_size,
             extra=extra,
         )
-        check = _ListingCheck(self, prefix, start_after or "")
+        check = ListingCheck(
+            prefix,
+            start_after or "",
+            endpoint_url=self.config.endpoint_url,
+            foreign=self.foreign_keys,
+        )
         while True:
             response = await self._run(next, pages, _DONE)
             if response is _DONE:
@@ -212,7 +211,7 @@ class Boto3Store(S3Store):
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size, etag and date, or None if it does not exist."""
-        _check_str(key, "key")
+        check_str(key, "key")
         client = await self.client()
         try:
             response = await self._run(
@@ -287,6 +286,6 @@ class Boto3Store(S3Store):
             raise InvalidInputError(f"the S3 client returned {type(data).__name__} for {key!r}")
         length = response.get("ContentLength")
         if isinstance(length, int) and len(data) != length:
-            raise _BrokenBody(f"got {len(data)} of {length} bytes")
+            raise BrokenBody(f"got {len(data)} of {length} bytes")
         self._check_size(key, len(data))
         return data

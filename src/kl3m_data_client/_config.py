@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from kl3m_data_client._budget import DEFAULT_MEMORY_BUDGET, parse_size
 from kl3m_data_client._errors import InvalidInputError
@@ -40,6 +41,10 @@ class ClientConfig:
     #: Bytes the documents in flight of one operation may hold (see ``_budget``).
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes; a str like '512MiB' is parsed
     verbose: bool = False
+    #: Where object GETs go: ``"auto"`` (obstore when it is installed and the settings allow,
+    #: else aiobotocore), ``"obstore"`` (the same, but obstore must be installed) or
+    #: ``"aiobotocore"``. Listings and HEADs always go through aiobotocore.
+    data_plane: Literal["auto", "obstore", "aiobotocore"] = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not self.bucket:
@@ -71,6 +76,12 @@ class ClientConfig:
             raise InvalidInputError(
                 f"memory_budget must be a positive number of bytes, got {self.memory_budget!r}"
             )
+        if self.data_plane not in ("auto", "obstore", "aiobotocore"):
+            raise InvalidInputError(
+                f"data_plane must be 'auto', 'obstore' or 'aiobotocore', got {self.data_plane!r}"
+            )
+        if self.data_plane == "obstore" and importlib.util.find_spec("obstore") is None:
+            raise InvalidInputError("data_plane='obstore' needs obstore: pip install obstore")
         if self.anonymous and (self.aws_access_key_id or self.aws_secret_access_key):
             raise InvalidInputError("anonymous=True cannot be combined with explicit credentials")
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
@@ -208,6 +219,7 @@ class ClientKeywords(TypedDict, total=False):
     verify: bool | str | None
     limits: Limits | None
     memory_budget: int | str | None
+    data_plane: Literal["auto", "obstore", "aiobotocore"]
 
 
 class ClientOptions(ClientKeywords, total=False):
