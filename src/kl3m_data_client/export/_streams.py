@@ -17,7 +17,7 @@ from kl3m_data_client._errors import (
     InvalidInputError,
 )
 from kl3m_data_client._stream import closing, in_thread
-from kl3m_data_client.export._items import Item, error_line, iter_outcomes
+from kl3m_data_client.export._items import Item, Outcome, error_line, iter_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     Manifest,
@@ -29,9 +29,7 @@ from kl3m_data_client.export._manifest import (
 )
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import Outage
-from kl3m_data_client.export._records import (
-    dedup_key,
-)
+from kl3m_data_client.export._records import Record, dedup_key
 from kl3m_data_client.export._report import Counters
 from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._writers import (
@@ -132,6 +130,233 @@ def _checkpoint(
     update_manifest(dest, change)
 
 
+class StreamRunner:
+    """One unfinished stream being exported: its open part, pending write and checkpoint state.
+
+    The previous batch is encoded and written in a thread while fetching goes on; at most one
+    write runs at a time, so parts stay byte-identical to a sequential run. Memory budget: a
+    record holds its bytes until the batch that holds it is written (the open batch's records
+    are parked: the next document must not wait for them).
+    """
+
+    def __init__(
+        self,
+        client: ExportClient,
+        plan: ExportPlan,
+        dest: Path,
+        stream: str,
+        state: StreamState,
+        seen: SeenSet | None,
+        errors_fh: IO[bytes],
+        on_update: Callable[[Counters, bool], None] | None,
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.dest = dest
+        self.stream = stream
+        self.state = state
+        self.counters = state.counters
+        self.seen = seen
+        self.errors_fh = errors_fh
+        self.on_update = on_update
+        self.writer: PartWriter | None = None
+        self.busy = False  # a thread is using ``writer``
+        self.write_task: asyncio.Future[None] | None = None
+        self.batch_leases: list[Lease] = []
+        self.first_key = ""
+        self.position = state.position
+        self.last_key = state.last_key
+
+    @classmethod
+    async def open(
+        cls,
+        client: ExportClient,
+        plan: ExportPlan,
+        dest: Path,
+        stream: str,
+        state: StreamState,
+        on_update: Callable[[Counters, bool], None] | None,
+    ) -> StreamRunner:
+        """A runner of the loaded (unfinished) ``state``, its seen-set and errors file open."""
+        seen: SeenSet | None = None
+        if plan.deduplicate:
+            seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
+        errors_fh: IO[bytes] = await in_thread(
+            open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
+        )
+        return cls(client, plan, dest, stream, state, seen, errors_fh, on_update)
+
+    async def run(
+        self,
+        sub_shard: tuple[int, int] | None,
+        items: AsyncIterator[Item] | None,
+        outage: Outage,
+    ) -> Counters:
+        """Export the rest of the stream, then mark it complete; always releases everything."""
+        limit = self.plan.max_documents
+        try:
+            if limit is None or self.counters.exported < limit:
+                outcomes = iter_outcomes(
+                    self.client,
+                    self.plan,
+                    start_after=None if self.plan.ids is not None else self.state.last_key,
+                    position=self.state.position,
+                    sub_shard=sub_shard,
+                    items=items,
+                    outage=outage,
+                    encode=True,
+                    hold=True,
+                )
+                await self._consume(outcomes)
+            if self.writer is not None:
+                await self._finish_part()
+            await asyncio.to_thread(
+                lambda: _checkpoint(
+                    self.dest, self.stream, part=None, final=self._checkpoint_state()
+                )
+            )
+        finally:
+            await self._close()
+        self._notify(True)
+        return self.counters
+
+    def _notify(self, final: bool) -> None:
+        if self.on_update is not None:
+            self.on_update(self.counters, final)
+
+    async def _consume(self, outcomes: AsyncIterator[Outcome]) -> None:
+        async with closing(outcomes) as stream_outcomes:
+            async for oc in stream_outcomes:
+                if await self._take(oc):
+                    break
+                if oc.lease is not None:  # not handed to the writer
+                    oc.lease.release()
+                self._notify(False)
+
+    async def _take(self, oc: Outcome) -> bool:
+        """Count, record or export one outcome; True once ``max_documents`` are exported."""
+        counters = self.counters
+        counters.bytes_in += oc.bytes_in
+        self.position, self.last_key = oc.item.position, oc.item.key
+        record = oc.record
+        if oc.error is not None:
+            counters.errors += 1
+            self.errors_fh.write(error_line(oc.item.key, self.plan.stage, oc.error))
+            self.errors_fh.flush()
+        elif record is None:
+            counters.skipped += 1
+        elif self.seen is not None and not self.seen.add(dedup_key(record)):
+            counters.duplicates += 1
+        else:
+            return await self._export(oc, record)
+        return False
+
+    async def _export(self, oc: Outcome, record: Record) -> bool:
+        """Add one record to the open part (opening one if needed); True at the limit."""
+        plan = self.plan
+        if self.writer is None:
+            name = part_name(self.stream, len(self.state.parts), plan.extension)
+            self.writer = await in_thread(
+                open_part,
+                self.dest / DATA_DIR / name,
+                plan.format,
+                plan.compression,
+                plan.stage,
+                plan.content,
+                discard=lambda w: w.abort(),
+            )
+            self.first_key = oc.item.key
+        writer = self.writer
+        self.counters.exported += 1
+        if oc.lease is not None:
+            self.batch_leases.append(oc.lease)
+            oc.lease = None
+        if writer.add(record, oc.line):
+            await self._wait_for_write()
+            self.busy = True
+            self.write_task = asyncio.ensure_future(
+                asyncio.to_thread(writer.write_batch, writer.take_batch())
+            )
+            self._release_when_written(self.write_task)
+        elif self.batch_leases:
+            self.batch_leases[-1].park()
+        if writer.records >= plan.records_per_part:
+            await self._finish_part()
+        limit = plan.max_documents
+        return limit is not None and self.counters.exported >= limit
+
+    def _release_when_written(self, task: asyncio.Future[Any]) -> None:
+        leases = list(self.batch_leases)
+        self.batch_leases.clear()
+        for lease in leases:
+            lease.park(False)
+        task.add_done_callback(lambda _: _release(leases))
+
+    async def _wait_for_write(self) -> None:
+        if self.write_task is not None:
+            task, self.write_task = self.write_task, None
+            try:
+                await task
+            finally:
+                self.busy = False
+
+    def _checkpoint_state(self, **extra: Any) -> dict[str, Any]:
+        self.errors_fh.flush()
+        os.fsync(self.errors_fh.fileno())
+        return {
+            "counters": self.counters.as_dict(),
+            "errors_bytes": self.errors_fh.tell(),
+            "position": self.position,
+            "last_key": self.last_key,
+            **extra,
+        }
+
+    async def _finish_part(self) -> None:
+        """Finish the open part and checkpoint it in the manifest."""
+        assert self.writer is not None
+        await self._wait_for_write()
+        w, pending = self.writer, self.writer.take_batch()
+        self.busy = True
+        finishing = asyncio.ensure_future(asyncio.to_thread(w.finish, pending))
+        self._release_when_written(finishing)
+        sha, size = await finishing
+        self.busy = False
+        self.writer = None
+        self.counters.bytes_out += size
+        part = {
+            "path": f"{DATA_DIR}/{w.final.name}",
+            "records": w.records,
+            "sha256": sha,
+            "bytes": size,
+            "first_key": self.first_key,
+        }
+
+        def commit() -> None:
+            part.update(self._checkpoint_state())
+            _checkpoint(self.dest, self.stream, part=part, final=None)
+
+        await asyncio.to_thread(commit)
+        self.state.parts.append(part)
+
+    async def _close(self) -> None:
+        if self.write_task is not None:  # a thread cannot be cancelled: let it end, then abort
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self.write_task)
+            self.busy = False
+        if self.writer is not None and not self.busy:
+            self.writer.abort()
+        _release(self.batch_leases)
+        if self.seen is not None:
+            self.seen.close()
+        self.errors_fh.close()
+
+
+def _release(leases: list[Lease]) -> None:
+    for lease in leases:
+        lease.release()
+    leases.clear()
+
+
 async def run_stream(
     client: ExportClient,
     plan: ExportPlan,
@@ -150,169 +375,11 @@ async def run_stream(
     part is dropped and the manifest stays at the last finished part (a rerun resumes).
     """
     state = await asyncio.to_thread(_load_stream, dest, plan, stream)
-    counters = state.counters
     if on_update is not None:
-        on_update(counters, True)
+        on_update(state.counters, True)
     if state.complete:
-        return counters
-    seen: SeenSet | None = None
-    if plan.deduplicate:
-        seen = await asyncio.to_thread(_seen_hashes, dest, plan, state.parts, stream)
-    data_dir = dest / DATA_DIR
-    errors_fh: IO[bytes] = await in_thread(
-        open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
+        return state.counters
+    runner = await StreamRunner.open(client, plan, dest, stream, state, on_update)
+    return await runner.run(
+        sub_shard, items, outage if outage is not None else Outage(plan.outage_timeout)
     )
-    writer: PartWriter | None = None
-    busy = False  # a thread is using ``writer``
-    # The previous batch is encoded and written in a thread while fetching goes on; at most one
-    # write runs at a time, so parts stay byte-identical to a sequential run.
-    write_task: asyncio.Future[None] | None = None
-    # memory budget: a record holds its bytes until the batch that holds it is written (the
-    # open batch's records are parked: the next document must not wait for them)
-    batch_leases: list[Lease] = []
-
-    def release(leases: list[Lease]) -> None:
-        for lease in leases:
-            lease.release()
-        leases.clear()
-
-    def release_when_written(task: asyncio.Future[Any]) -> None:
-        leases = list(batch_leases)
-        batch_leases.clear()
-        for lease in leases:
-            lease.park(False)
-        task.add_done_callback(lambda _: release(leases))
-
-    async def wait_for_write() -> None:
-        nonlocal write_task, busy
-        if write_task is not None:
-            task, write_task = write_task, None
-            try:
-                await task
-            finally:
-                busy = False
-
-    first_key = ""
-    position = state.position
-    last_key = state.last_key
-
-    def checkpoint_state(**extra: Any) -> dict[str, Any]:
-        errors_fh.flush()
-        os.fsync(errors_fh.fileno())
-        return {
-            "counters": counters.as_dict(),
-            "errors_bytes": errors_fh.tell(),
-            "position": position,
-            "last_key": last_key,
-            **extra,
-        }
-
-    async def finish_part() -> None:
-        nonlocal writer, busy
-        assert writer is not None
-        await wait_for_write()
-        w, pending = writer, writer.take_batch()
-        busy = True
-        finishing = asyncio.ensure_future(asyncio.to_thread(w.finish, pending))
-        release_when_written(finishing)
-        sha, size = await finishing
-        busy = False
-        writer = None
-        counters.bytes_out += size
-        part = {
-            "path": f"{DATA_DIR}/{w.final.name}",
-            "records": w.records,
-            "sha256": sha,
-            "bytes": size,
-            "first_key": first_key,
-        }
-
-        def commit() -> None:
-            part.update(checkpoint_state())
-            _checkpoint(dest, stream, part=part, final=None)
-
-        await asyncio.to_thread(commit)
-        state.parts.append(part)
-
-    limit = plan.max_documents
-    if outage is None:
-        outage = Outage(plan.outage_timeout)
-    try:
-        if limit is None or counters.exported < limit:
-            outcomes = iter_outcomes(
-                client,
-                plan,
-                start_after=None if plan.ids is not None else state.last_key,
-                position=state.position,
-                sub_shard=sub_shard,
-                items=items,
-                outage=outage,
-                encode=True,
-                hold=True,
-            )
-            async with closing(outcomes) as stream_outcomes:
-                async for oc in stream_outcomes:
-                    counters.bytes_in += oc.bytes_in
-                    position, last_key = oc.item.position, oc.item.key
-                    record = oc.record
-                    if oc.error is not None:
-                        counters.errors += 1
-                        errors_fh.write(error_line(oc.item.key, plan.stage, oc.error))
-                        errors_fh.flush()
-                    elif record is None:
-                        counters.skipped += 1
-                    elif seen is not None and not seen.add(dedup_key(record)):
-                        counters.duplicates += 1
-                    else:
-                        if writer is None:
-                            name = part_name(stream, len(state.parts), plan.extension)
-                            writer = await in_thread(
-                                open_part,
-                                data_dir / name,
-                                plan.format,
-                                plan.compression,
-                                plan.stage,
-                                plan.content,
-                                discard=lambda w: w.abort(),
-                            )
-                            first_key = oc.item.key
-                        counters.exported += 1
-                        if oc.lease is not None:
-                            batch_leases.append(oc.lease)
-                            oc.lease = None
-                        if writer.add(record, oc.line):
-                            await wait_for_write()
-                            busy = True
-                            write_task = asyncio.ensure_future(
-                                asyncio.to_thread(writer.write_batch, writer.take_batch())
-                            )
-                            release_when_written(write_task)
-                        elif batch_leases:
-                            batch_leases[-1].park()
-                        if writer.records >= plan.records_per_part:
-                            await finish_part()
-                        if limit is not None and counters.exported >= limit:
-                            break
-                    if oc.lease is not None:  # not handed to the writer
-                        oc.lease.release()
-                    if on_update is not None:
-                        on_update(counters, False)
-        if writer is not None:
-            await finish_part()
-        await asyncio.to_thread(
-            lambda: _checkpoint(dest, stream, part=None, final=checkpoint_state())
-        )
-    finally:
-        if write_task is not None:  # a thread cannot be cancelled: let it end, then abort
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(write_task)
-            busy = False
-        if writer is not None and not busy:
-            writer.abort()
-        release(batch_leases)
-        if seen is not None:
-            seen.close()
-        errors_fh.close()
-    if on_update is not None:
-        on_update(counters, True)
-    return counters
