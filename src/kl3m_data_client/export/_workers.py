@@ -153,7 +153,7 @@ async def _work(
             q.put(("progress", j, counters.as_dict()))
 
     items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
-    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _DestinationLock.acquire
+    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _destination.DestinationLock.acquire
         async with factory(config=config) as client:
             stream = asyncio.ensure_future(
                 run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
