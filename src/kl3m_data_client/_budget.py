@@ -42,21 +42,20 @@ by the writer). At most the budget plus the head's own charge is held; small doc
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
+from kl3m_data_client._sizes import DEFAULT_MEMORY_BUDGET as DEFAULT_MEMORY_BUDGET
+from kl3m_data_client._sizes import MiB as MiB
+from kl3m_data_client._sizes import parse_size as parse_size
 from kl3m_data_client._stream import aiter_items, closing, ordered_map
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-MiB = 1024 * 1024
-#: The default budget of a client, an export and the CLI.
-DEFAULT_MEMORY_BUDGET = 1024 * MiB
 #: Bytes charged per byte of body (the body and its parsed / base64-decoded copies).
 BODY_FACTOR = 3
 #: Bytes charged per inflated byte: while decoding, the bytes and the text made of them;
@@ -67,35 +66,6 @@ INFLATED_FACTOR = 3
 #: Small, so that small documents keep their concurrency; a larger body is admitted by its
 #: real ``Content-Length`` before it is read (:meth:`Lease.admit_body`).
 UNKNOWN_SIZE = 256 * 1024
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(value: str | int) -> int:
-    """Bytes of ``512MiB``, ``1.5GB``, ``1048576`` (ValueError for anything else)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _SIZE.fullmatch(str(value))
-    unit = _UNITS.get(match.group(2).lower()) if match else None
-    if match is None or unit is None:
-        raise ValueError(f"not a size: {value!r} (use e.g. 512MiB, 2GiB, 1000000)")
-    return int(float(match.group(1)) * unit)
 
 
 class NeedBudget(Exception):

@@ -26,29 +26,25 @@ from kl3m_data_client._errors import (
 )
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._auto import processes_usable
-from kl3m_data_client.export._items import Tracker, iter_outcomes
-from kl3m_data_client.export._manifest import (
-    DATA_DIR,
-    WORKERS_LOCK,
-    Manifest,
-    atomic_write,
-    clean_temporaries,
-    diff_options,
-    errors_name,
-    new_manifest,
-    read_manifest,
-    update_manifest,
-    wipe,
-    write_manifest,
+from kl3m_data_client.export._destination import (
+    DestinationLock,
+    build_report,
+    finalize_export,
+    prepare_destination,
+    read_complete,
+    recorded_workers,
+    resolve_destination,
 )
+from kl3m_data_client.export._items import Tracker, iter_outcomes
+from kl3m_data_client.export._manifest import Manifest
 from kl3m_data_client.export._options import ExportOptions, ExportPlan, make_plan, merge_options
 from kl3m_data_client.export._outage import Outage
 from kl3m_data_client.export._records import (
     Record,
     dedup_key,
 )
-from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport, PartInfo
-from kl3m_data_client.export._retry import apply_rounds, repair_errors, retry_round
+from kl3m_data_client.export._report import Counters, ExportProgress, ExportReport
+from kl3m_data_client.export._retry import repair_errors, retry_round
 from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._streams import run_stream
 from kl3m_data_client.export._workers import auto_workers, run_workers
@@ -144,7 +140,7 @@ async def _export_plan(
 ) -> tuple[ExportPlan, Outage]:
     """The plan of an export (``workers="auto"`` resolved) and its outage clock."""
     if opts.workers == "auto" and opts.resume and not opts.overwrite:
-        recorded = await asyncio.to_thread(_recorded_workers, destination)
+        recorded = await asyncio.to_thread(recorded_workers, destination)
         if recorded is not None:
             opts = replace(opts, workers=recorded)
     processes = client._portable and processes_usable()
@@ -155,174 +151,12 @@ async def _export_plan(
     return plan, outage
 
 
-def _recorded_workers(destination: str | os.PathLike[str]) -> int | None:
-    """The worker count of the export ``destination`` holds, if any (a resume keeps it)."""
-    try:
-        manifest = read_manifest(Path(destination).expanduser().absolute())
-    except (InvalidInputError, OSError):
-        return None
-    workers = ((manifest or {}).get("options") or {}).get("workers")
-    return workers if isinstance(workers, int) and not isinstance(workers, bool) else None
-
-
 # ------------------------------------------------------------------------------ orchestration
-#: Seconds a new run waits for the workers of a killed run to stop.
-WORKERS_GONE_TIMEOUT = 30.0
-
-
-class _DestinationLock:
-    """An exclusive lock on the destination for the whole run (one export at a time)."""
-
-    def __init__(self, dest: Path) -> None:
-        self.path = dest / ".export.lock"
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        """Lock, then wait until no worker of an earlier (killed) run still holds its lock."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise InvalidInputError(
-                f"another export is writing to {self.path.parent}; wait for it to finish"
-            ) from None
-        self.fd = fd
-        workers = os.open(self.path.parent / WORKERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + WORKERS_GONE_TIMEOUT
-        try:
-            while True:
-                try:
-                    fcntl.flock(workers, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        self.release()
-                        raise InvalidInputError(
-                            f"worker processes of an earlier export to {self.path.parent} "
-                            "are still running; wait for them to stop"
-                        ) from None
-                    time.sleep(0.05)
-        finally:
-            os.close(workers)  # released: this run's workers take it shared
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _prepare(dest: Path, plan: ExportPlan, resume: bool, overwrite: bool) -> tuple[Manifest, bool]:
-    """Check the destination against the options; returns (manifest, resumed)."""
-    if dest.exists() and not dest.is_dir():
-        raise InvalidInputError(f"destination {str(dest)!r} exists and is not a directory")
-    (dest / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    options = plan.fingerprint()
-    manifest = read_manifest(dest)
-    if manifest is not None and overwrite:
-        manifest = None
-        wipe(dest)
-    elif manifest is not None and not resume:
-        raise InvalidInputError(
-            f"{dest} already holds an export; pass overwrite=True to replace it "
-            "(or resume=True to continue it)"
-        )
-    elif manifest is not None:
-        diffs = diff_options(manifest.get("options") or {}, options)
-        if diffs:
-            raise InvalidInputError(
-                f"{dest} holds an export made with different options: {'; '.join(diffs)}. "
-                "Rerun with the same options to resume it, or pass overwrite=True to replace it"
-            )
-    if manifest is None:
-        wipe(dest)
-        manifest = new_manifest(options)
-        write_manifest(dest, manifest)
-        return manifest, False
-    clean_temporaries(dest)
-    return manifest, True
-
-
-def _stream_names(plan: ExportPlan) -> list[str]:
-    return [""] if plan.workers == 1 else [f"w{j}" for j in range(plan.workers)]
-
-
-def _finalize(dest: Path, plan: ExportPlan) -> Manifest:
-    """Mark the export complete (merging worker error files into ``errors.jsonl``)."""
-    if plan.workers > 1:
-        chunks = []
-        for name in _stream_names(plan):
-            path = dest / errors_name(name)
-            if path.exists():
-                chunks.append(path.read_bytes())
-        atomic_write(dest / errors_name(""), b"".join(chunks))
-
-    def change(manifest: Manifest) -> None:
-        manifest["complete"] = True
-
-    return update_manifest(dest, change)
-
-
 def _recovered(c: Counters) -> Counters:
     """A retry round's counters as a change of the export's totals (for progress): what it
     recovered moves from errors to exported / skipped / duplicates."""
     moved = c.exported + c.skipped + c.duplicates
     return Counters(c.exported, c.skipped, c.duplicates, -moved, c.bytes_in, c.bytes_out)
-
-
-def _read_complete(dest: Path) -> Manifest:
-    manifest = read_manifest(dest)
-    if manifest is None:
-        raise InvalidInputError(f"the manifest of {dest} disappeared during the export")
-    return manifest
-
-
-def build_report(
-    dest: Path,
-    plan: ExportPlan,
-    manifest: Manifest,
-    *,
-    duration: float,
-    processed_this_run: int,
-    resumed: bool,
-) -> ExportReport:
-    """The report of a (finished or interrupted) export, from its manifest."""
-    totals = Counters()
-    parts: list[PartInfo] = []
-    streams = manifest.get("streams") or {}
-    for name in _stream_names(plan):
-        entry = streams.get(name) or {}
-        stream_parts = entry.get("parts") or []
-        checkpoint = entry.get("final") or (stream_parts[-1] if stream_parts else None)
-        if checkpoint is not None:
-            totals.add(Counters.from_dict(checkpoint.get("counters")))
-        for p in stream_parts:
-            parts.append(
-                PartInfo(
-                    str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"])
-                )
-            )
-    for p in apply_rounds(totals, manifest):
-        parts.append(
-            PartInfo(str(dest / p["path"]), int(p["records"]), str(p["sha256"]), int(p["bytes"]))
-        )
-    return ExportReport.from_totals(
-        plan.dataset_id,
-        plan.stage,
-        plan.format,
-        dest,
-        totals,
-        parts,
-        compression=plan.compression,
-        content=plan.content,
-        duration=duration,
-        processed_this_run=processed_this_run,
-        resumed=resumed,
-    )
 
 
 async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker) -> None:
@@ -341,12 +175,54 @@ async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker)
     tracker.total = total
 
 
-def _resolve_destination(destination: str | os.PathLike[str]) -> Path:
-    dest = Path(destination).expanduser().absolute()
-    if dest.exists() and not dest.is_dir():
-        raise InvalidInputError(f"destination {str(dest)!r} exists and is not a directory")
-    dest.mkdir(parents=True, exist_ok=True)
-    return dest
+async def _acquire(lock: DestinationLock) -> None:
+    """Take the destination lock (in a thread: it may wait for an earlier run's workers)."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except BaseException:  # cancelled while waiting: the thread ends, then its lock is freed
+        with contextlib.suppress(BaseException):
+            await acquiring
+        lock.release()
+        raise
+
+
+async def _run(
+    client: ExportClient,
+    plan: ExportPlan,
+    dest: Path,
+    tracker: Tracker,
+    outage: Outage,
+) -> Manifest:
+    """Export what the (unfinished) export in ``dest`` still lacks; its completed manifest."""
+    if plan.workers == 1:
+        await run_stream(
+            client,
+            plan,
+            dest,
+            "",
+            None,
+            lambda c, force: tracker.update("", c, force=force),
+            outage=outage,
+        )
+    else:
+        await run_workers(client, plan, dest, tracker, outage)
+    return await asyncio.to_thread(finalize_export, dest, plan)
+
+
+def _finish_progress(tracker: Tracker, report: ExportReport) -> None:
+    """The last progress update (the report's totals when the export was complete already)."""
+    if not tracker.streams:  # already complete: report the totals once
+        tracker.streams[""] = Counters(
+            report.exported,
+            report.skipped,
+            report.duplicates,
+            report.errors,
+            report.bytes_in,
+            report.bytes_out,
+        )
+        tracker.baseline[""] = tracker.streams[""].processed
+    tracker.finish()
 
 
 async def export(
@@ -371,36 +247,19 @@ async def export(
     opts = merge_options(options, changes)
     plan, outage = await _export_plan(client, dataset_id, destination, opts)
     resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
-    dest = await asyncio.to_thread(_resolve_destination, destination)
+    dest = await asyncio.to_thread(resolve_destination, destination)
     tracker = Tracker(progress)
-    lock = _DestinationLock(dest)
-    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
-    try:
-        await asyncio.shield(acquiring)
-    except BaseException:  # cancelled while waiting: the thread ends, then its lock is freed
-        with contextlib.suppress(BaseException):
-            await acquiring
-        lock.release()
-        raise
+    lock = DestinationLock(dest)
+    await _acquire(lock)
     total_task: asyncio.Task[None] | None = None
     try:
-        manifest, resumed = await asyncio.to_thread(_prepare, dest, plan, resume, overwrite)
+        manifest, resumed = await asyncio.to_thread(
+            prepare_destination, dest, plan, resume, overwrite
+        )
         if not manifest.get("complete"):
             if progress is not None:
                 total_task = asyncio.create_task(_fetch_total(client, plan, tracker))
-            if plan.workers == 1:
-                await run_stream(
-                    client,
-                    plan,
-                    dest,
-                    "",
-                    None,
-                    lambda c, force: tracker.update("", c, force=force),
-                    outage=outage,
-                )
-            else:
-                await run_workers(client, plan, dest, tracker, outage)
-            manifest = await asyncio.to_thread(_finalize, dest, plan)
+            manifest = await _run(client, plan, dest, tracker, outage)
         else:
             await asyncio.to_thread(repair_errors, dest, manifest)
         if retry_errors:
@@ -411,7 +270,7 @@ async def export(
                 outage,
                 lambda c, force: tracker.update("retry", _recovered(c), force=force),
             )
-            manifest = await asyncio.to_thread(_read_complete, dest)
+            manifest = await asyncio.to_thread(read_complete, dest)
     finally:
         if total_task is not None and not total_task.done():
             total_task.cancel()
@@ -428,15 +287,5 @@ async def export(
         resumed=resumed,
     )
     if progress is not None:
-        if not tracker.streams:  # already complete: report the totals once
-            tracker.streams[""] = Counters(
-                report.exported,
-                report.skipped,
-                report.duplicates,
-                report.errors,
-                report.bytes_in,
-                report.bytes_out,
-            )
-            tracker.baseline[""] = tracker.streams[""].processed
-        tracker.finish()
+        _finish_progress(tracker, report)
     return report

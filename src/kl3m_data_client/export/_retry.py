@@ -37,7 +37,7 @@ from kl3m_data_client.export._manifest import (
     stream_part_files,
     update_manifest,
 )
-from kl3m_data_client.export._records import dedup_key
+from kl3m_data_client.export._records import Record, dedup_key
 from kl3m_data_client.export._report import Counters
 from kl3m_data_client.export._writers import PartWriter, open_part, read_part
 from kl3m_data_client.models.common import Stage
@@ -88,6 +88,110 @@ async def _aiter(items: list[Item]) -> AsyncIterator[Item]:
         yield item
 
 
+class _RoundParts:
+    """The data parts of one retry round, written one at a time (``part-r{n}-00000``...)."""
+
+    def __init__(self, dest: Path, plan: ExportPlan, stream: str, counters: Counters) -> None:
+        self._dest = dest
+        self._plan = plan
+        self._stream = stream
+        self._counters = counters
+        self._writer: PartWriter | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    async def add(self, record: Record, line: bytes | None) -> None:
+        """Write one recovered record, opening a part first and finishing it when full."""
+        plan = self._plan
+        if self._writer is None:
+            name = part_name(self._stream, len(self.parts), plan.extension)
+            self._writer = await asyncio.to_thread(
+                open_part,
+                self._dest / DATA_DIR / name,
+                plan.format,
+                plan.compression,
+                plan.stage,
+                plan.content,
+            )
+        writer = self._writer
+        self._counters.exported += 1
+        if writer.add(record, line):
+            batch = writer.take_batch()
+            await asyncio.to_thread(writer.write_batch, batch)
+        if writer.records >= plan.records_per_part:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Finish the open part (if any) and list it."""
+        if self._writer is None:
+            return
+        w, self._writer = self._writer, None
+        sha, size = await asyncio.to_thread(w.finish, w.take_batch())
+        self._counters.bytes_out += size
+        self.parts.append(
+            {
+                "path": f"{DATA_DIR}/{w.final.name}",
+                "records": w.records,
+                "sha256": sha,
+                "bytes": size,
+            }
+        )
+
+    def abort(self) -> None:
+        """Drop the open part (if any): an interrupted round leaves no half-written part."""
+        if self._writer is not None:
+            self._writer.abort()
+
+
+async def _error_lines(dest: Path) -> list[bytes]:
+    """The non-blank lines of ``errors.jsonl`` (none when it does not exist)."""
+    errors_path = dest / errors_name("")
+    raw = await asyncio.to_thread(lambda: errors_path.read_bytes() if errors_path.exists() else b"")
+    return [line + b"\n" for line in raw.splitlines() if line.strip()]
+
+
+async def _fetch_round(
+    client: ExportClient,
+    plan: ExportPlan,
+    items: list[Item],
+    outage: Outage,
+    out: _RoundParts,
+    counters: Counters,
+    remaining: list[bytes],
+    seen: set[bytes] | None,
+    on_update: Callable[[Counters, bool], None] | None,
+) -> None:
+    """Fetch ``items`` again: records go to ``out``, what fails again to ``remaining``."""
+    outcomes = iter_outcomes(client, plan, items=_aiter(items), outage=outage, encode=True)
+    async with closing(outcomes) as stream_outcomes:
+        async for oc in stream_outcomes:
+            counters.bytes_in += oc.bytes_in
+            if oc.error is not None:
+                counters.errors += 1
+                remaining.append(error_line(oc.item.key, plan.stage, oc.error))
+            elif oc.record is None:
+                counters.skipped += 1
+            elif seen is not None and (digest := dedup_key(oc.record)) in seen:
+                counters.duplicates += 1
+            else:
+                if seen is not None:
+                    seen.add(digest)
+                await out.add(oc.record, oc.line)
+            if on_update is not None:
+                on_update(counters, False)
+
+
+def _commit_round(dest: Path, stream: str, remaining: list[bytes], entry: dict[str, Any]) -> None:
+    """Write the round's errors file, commit the round in the manifest, then replace
+    ``errors.jsonl``."""
+    atomic_write(dest / errors_name(stream), b"".join(remaining))
+
+    def change(m: Manifest) -> None:
+        m.setdefault("retries", []).append(entry)
+
+    repaired = update_manifest(dest, change)
+    repair_errors(dest, repaired)
+
+
 async def retry_round(
     client: ExportClient,
     plan: ExportPlan,
@@ -97,9 +201,7 @@ async def retry_round(
 ) -> dict[str, Any] | None:
     """Run one retry round on the finished export in ``dest``; its manifest entry (None when
     ``errors.jsonl`` is empty)."""
-    errors_path = dest / errors_name("")
-    raw = await asyncio.to_thread(lambda: errors_path.read_bytes() if errors_path.exists() else b"")
-    lines = [line + b"\n" for line in raw.splitlines() if line.strip()]
+    lines = await _error_lines(dest)
     if not lines:
         return None
     manifest = await asyncio.to_thread(read_manifest, dest)
@@ -113,80 +215,20 @@ async def retry_round(
     if plan.deduplicate:
         seen = await asyncio.to_thread(_all_hashes, dest, plan, manifest)
     counters = Counters()
-    parts: list[dict[str, Any]] = []
-    writer: PartWriter | None = None
-
-    async def finish() -> None:
-        nonlocal writer
-        assert writer is not None
-        w, writer = writer, None
-        sha, size = await asyncio.to_thread(w.finish, w.take_batch())
-        counters.bytes_out += size
-        parts.append(
-            {
-                "path": f"{DATA_DIR}/{w.final.name}",
-                "records": w.records,
-                "sha256": sha,
-                "bytes": size,
-            }
-        )
-
+    out = _RoundParts(dest, plan, stream, counters)
     try:
-        outcomes = iter_outcomes(client, plan, items=_aiter(items), outage=outage, encode=True)
-        async with closing(outcomes) as stream_outcomes:
-            async for oc in stream_outcomes:
-                counters.bytes_in += oc.bytes_in
-                if oc.error is not None:
-                    counters.errors += 1
-                    remaining.append(error_line(oc.item.key, plan.stage, oc.error))
-                elif oc.record is None:
-                    counters.skipped += 1
-                elif seen is not None and (digest := dedup_key(oc.record)) in seen:
-                    counters.duplicates += 1
-                else:
-                    if seen is not None:
-                        seen.add(digest)
-                    if writer is None:
-                        name = part_name(stream, len(parts), plan.extension)
-                        writer = await asyncio.to_thread(
-                            open_part,
-                            dest / DATA_DIR / name,
-                            plan.format,
-                            plan.compression,
-                            plan.stage,
-                            plan.content,
-                        )
-                    counters.exported += 1
-                    if writer.add(oc.record, oc.line):
-                        batch = writer.take_batch()
-                        await asyncio.to_thread(writer.write_batch, batch)
-                    if writer.records >= plan.records_per_part:
-                        await finish()
-                if on_update is not None:
-                    on_update(counters, False)
-        if writer is not None:
-            await finish()
+        await _fetch_round(client, plan, items, outage, out, counters, remaining, seen, on_update)
+        await out.finish()
     finally:
-        if writer is not None:
-            writer.abort()
+        out.abort()
     entry = {
         "round": n,
         "retried": len(items),
         "counters": counters.as_dict(),
-        "parts": parts,
+        "parts": out.parts,
         "errors": errors_name(stream),
     }
-
-    def commit() -> None:
-        atomic_write(dest / errors_name(stream), b"".join(remaining))
-
-        def change(m: Manifest) -> None:
-            m.setdefault("retries", []).append(entry)
-
-        repaired = update_manifest(dest, change)
-        repair_errors(dest, repaired)
-
-    await asyncio.to_thread(commit)
+    await asyncio.to_thread(_commit_round, dest, stream, remaining, entry)
     if on_update is not None:
         on_update(counters, True)
     return entry

@@ -153,7 +153,7 @@ async def _work(
             q.put(("progress", j, counters.as_dict()))
 
     items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
-    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _DestinationLock.acquire
+    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _destination.DestinationLock.acquire
         async with factory(config=config) as client:
             stream = asyncio.ensure_future(
                 run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
@@ -239,6 +239,54 @@ async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -
     return replace(plan, workers=resolve_workers("auto", documents=documents))
 
 
+def _sender(inbox: Any, stop: threading.Event) -> Callable[[list[Dealt] | None], Awaitable[None]]:
+    """How the dealer sends a batch to a spawned worker's ``inbox`` (waiting in a thread when
+    it is full, until ``stop``)."""
+
+    async def send(batch: list[Dealt] | None) -> None:
+        try:
+            inbox.put_nowait(batch)
+        except queue_module.Full:
+            await asyncio.to_thread(_put, inbox, batch, stop)
+
+    return send
+
+
+async def _supervise(
+    q: Any,
+    procs: dict[int, Any],
+    local: asyncio.Task[Counters],
+    dealer: asyncio.Task[None] | None,
+    tracker: Tracker,
+) -> None:
+    """Relay the workers' progress until all are done; raise the first failure (of the
+    listing, of worker 0, of a spawned worker, or a spawned worker that died)."""
+    from kl3m_data_client.export._report import Counters
+
+    done: set[int] = set()
+    dead_since: dict[int, float] = {}
+    while True:
+        if dealer is not None and dealer.done():
+            dealer.result()  # raises a failure of the listing
+        if local.done():
+            local.result()  # raises worker 0's failure
+            if len(done) == len(procs):
+                break
+        elif len(done) == len(procs):
+            await asyncio.wait([local])
+            continue
+        try:
+            kind, j, payload = await asyncio.to_thread(q.get, True, 0.2)
+        except queue_module.Empty:
+            _check_alive(procs, done, dead_since)
+            continue
+        if kind == "error":
+            raise payload
+        tracker.update(f"w{j}", Counters.from_dict(payload), force=kind == "done")
+        if kind == "done":
+            done.add(j)
+
+
 async def run_workers(
     client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
@@ -247,8 +295,6 @@ async def run_workers(
     Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
     The listing and worker 0 share ``outage``; each spawned worker has its own clock.
     """
-    from kl3m_data_client.export._report import Counters
-
     ctx = multiprocessing.get_context("spawn")
     q: Any = ctx.Queue()
     # explicit ids: each worker walks the list itself; a listing: the parent lists once
@@ -266,24 +312,16 @@ async def run_workers(
     }
     stop = threading.Event()
     local_inbox: asyncio.Queue[list[Dealt] | None] = asyncio.Queue(DEAL_DEPTH)
-
-    def sender(inbox: Any) -> Callable[[list[Dealt] | None], Awaitable[None]]:
-        async def send(batch: list[Dealt] | None) -> None:
-            try:
-                inbox.put_nowait(batch)
-            except queue_module.Full:
-                await asyncio.to_thread(_put, inbox, batch, stop)
-
-        return send
-
-    done: set[int] = set()
     local: asyncio.Task[Counters] | None = None
     dealer: asyncio.Task[None] | None = None
     try:
         for p in procs.values():
             await asyncio.to_thread(p.start)
         if listing:
-            senders = [local_inbox.put, *(sender(inboxes[j]) for j in range(1, plan.workers))]
+            senders = [
+                local_inbox.put,
+                *(_sender(inboxes[j], stop) for j in range(1, plan.workers)),
+            ]
             dealer = asyncio.create_task(_deal(client, plan, dest, senders, outage))
         local = asyncio.create_task(
             run_stream(
@@ -297,27 +335,7 @@ async def run_workers(
                 outage=outage,
             )
         )
-        dead_since: dict[int, float] = {}
-        while True:
-            if dealer is not None and dealer.done():
-                dealer.result()  # raises a failure of the listing
-            if local.done():
-                local.result()  # raises worker 0's failure
-                if len(done) == len(procs):
-                    break
-            elif len(done) == len(procs):
-                await asyncio.wait([local])
-                continue
-            try:
-                kind, j, payload = await asyncio.to_thread(q.get, True, 0.2)
-            except queue_module.Empty:
-                _check_alive(procs, done, dead_since)
-                continue
-            if kind == "error":
-                raise payload
-            tracker.update(f"w{j}", Counters.from_dict(payload), force=kind == "done")
-            if kind == "done":
-                done.add(j)
+        await _supervise(q, procs, local, dealer, tracker)
     finally:
         stop.set()
         await _finish(asyncio.ensure_future(_shutdown([dealer, local], procs, inboxes, q)))
