@@ -6,13 +6,13 @@ import concurrent.futures
 import functools
 import time
 from collections.abc import Mapping
-from types import TracebackType
 
 import anyio
 import anyio.to_thread
 
 from kl3m_data_client.testing._child import ServerError
 from kl3m_data_client.testing._corpus import DEFAULT_BUCKET, Corpus, generate_corpus
+from kl3m_data_client.testing._lifecycle import Lifecycle
 from kl3m_data_client.testing._server import LocalS3Server
 
 __all__ = ["LocalBucket"]
@@ -25,7 +25,7 @@ def _warmer() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kl3m-corpus")
 
 
-class LocalBucket:
+class LocalBucket(Lifecycle):
     """A KL3M-format bucket served by a local moto S3 server.
 
     By default it starts its own :class:`LocalS3Server` and fills the bucket with
@@ -150,31 +150,6 @@ class LocalBucket:
             self.server.close()
         elif self._started and self.server.running:
             self.server.delete_bucket(self.bucket)
-
-    async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.close)
-
-    def __enter__(self) -> LocalBucket:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> LocalBucket:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ----------------------------------------------------------------- access
     @property

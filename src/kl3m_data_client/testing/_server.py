@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -20,6 +19,7 @@ import anyio.to_thread
 from kl3m_data_client._bridge import run_sync
 from kl3m_data_client.testing._child import ServerError, ServerProcess
 from kl3m_data_client.testing._corpus import Corpus
+from kl3m_data_client.testing._lifecycle import Lifecycle
 from kl3m_data_client.testing._upload import upload
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _fresh_bucket_name() -> str:
     return f"test-{os.getpid()}-{next(_BUCKET_COUNTER)}.kl3m.local"
 
 
-class LocalS3Server:
+class LocalS3Server(Lifecycle):
     """moto's S3 server in a child process on a free loopback port.
 
     ``with LocalS3Server() as server:`` (or ``async with``) starts it; :meth:`close` stops it
@@ -70,31 +70,6 @@ class LocalS3Server:
             child, self._child = self._child, None
             if child is not None:
                 child.close()
-
-    async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.close)
-
-    def __enter__(self) -> LocalS3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> LocalS3Server:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ----------------------------------------------------------------- properties
     @property
