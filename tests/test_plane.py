@@ -311,3 +311,47 @@ async def test_https_endpoint_through_the_guard(odd_bucket: LocalBucket, tmp_pat
                 plane = client._store.plane
                 assert plane is not None and plane.fallbacks == 1
         assert proxy.other.requests == []
+
+
+@pytest.mark.parametrize("plane", ["obstore", "aiobotocore"])
+async def test_cli_data_plane_flag(
+    kl3m_corpus_bucket: Any, plane: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kl3m-client --data-plane P export`` sends every object GET through plane P."""
+    import anyio.to_thread
+
+    from kl3m_data_client.cli import main
+
+    corpus = kl3m_corpus_bucket.corpus
+    dataset = max(corpus.datasets, key=lambda d: len(list(corpus.dataset_documents(d))))
+    kw = kl3m_corpus_bucket.client_kwargs()
+    agents = _Agents()
+    async with FaultProxy(
+        kl3m_corpus_bucket.endpoint_url, FaultPlan(0.0, credential_check=agents)
+    ) as proxy:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", kw["aws_access_key_id"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", kw["aws_secret_access_key"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", kw["region"])
+        argv = [
+            "--endpoint-url",
+            proxy.endpoint_url,
+            "--bucket",
+            kl3m_corpus_bucket.bucket,
+            "--data-plane",
+            plane,
+            "export",
+            dataset,
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        ]
+        status = await anyio.to_thread.run_sync(main, argv)
+    assert status == 0
+    expected = len(list(corpus.dataset_documents(dataset)))
+    agent = "obstore" if plane == "obstore" else "boto"
+    assert agents.gets[agent] >= expected > 0
+    assert sum(agents.gets.values()) == agents.gets[agent], agents.gets

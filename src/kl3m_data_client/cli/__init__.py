@@ -57,6 +57,8 @@ def make_client(args: argparse.Namespace) -> AsyncKL3MClient:
         options["max_concurrency"] = args.max_concurrency
     if args.memory_budget:
         options["memory_budget"] = args.memory_budget
+    if args.data_plane:
+        options["data_plane"] = args.data_plane
     if args.connect_timeout:
         options["connect_timeout"] = args.connect_timeout
     if args.max_attempts:

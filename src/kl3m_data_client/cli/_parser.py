@@ -115,6 +115,12 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="S3 requests in flight (default: 64)",
     )
     group.add_argument(
+        "--data-plane",
+        choices=("auto", "obstore", "aiobotocore"),
+        default=default(None),
+        help="what carries object GETs: obstore where possible (auto, the default) or aiobotocore",
+    )
+    group.add_argument(
         "--memory-budget",
         metavar="SIZE",
         type=size,
