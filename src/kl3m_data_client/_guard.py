@@ -55,6 +55,9 @@ class OriginGuard:
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._open: set[_Inbound] = set()
+        #: Every connection to the origin not yet lost, including one whose connecting task
+        #: was cancelled just as it connected (asyncio.wait_for can drop that result).
+        self._upstreams: set[asyncio.Transport] = set()
         self._pid = 0
 
     async def start(self) -> None:
@@ -96,6 +99,8 @@ class OriginGuard:
             await asyncio.sleep(0)
             for inbound in list(self._open):
                 inbound.abort()
+            for upstream in list(self._upstreams):
+                upstream.abort()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
@@ -116,11 +121,21 @@ class _Upstream(asyncio.Protocol):
 
     def __init__(self, inbound: _Inbound) -> None:
         self.inbound = inbound
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.inbound.guard._upstreams.add(transport)
+        if self.inbound.lost:  # obstore hung up while this connection was being made
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.inbound.send(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.inbound.guard._upstreams.discard(self.transport)
         self.inbound.close()
 
     def pause_writing(self) -> None:
@@ -141,6 +156,7 @@ class _Inbound(asyncio.Protocol):
         self.waiting: list[bytes] = []  # for the origin, until connected
         self.connecting: asyncio.Task[None] | None = None
         self.tunnel = False
+        self.lost = False
 
     # -- transport events ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,6 +165,7 @@ class _Inbound(asyncio.Protocol):
         self.guard._open.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self.guard._open.discard(self)
         if self.connecting is not None:
             self.connecting.cancel()
