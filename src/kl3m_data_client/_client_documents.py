@@ -93,9 +93,14 @@ class DocumentsClient(ListingClient):
         return document_id, content
 
     async def _budgeted_document(
-        self, dataset_id: str, document_id: str, stage: Stage, lease: Lease, size: int | None
+        self,
+        dataset_id: str,
+        document_id: str,
+        stage: Stage,
+        lease: Lease | None,
+        size: int | None,
     ) -> AsyncDocument | None:
-        """:meth:`get_document` charged to ``lease`` (for the concurrent fetches)."""
+        """:meth:`get_document`, charged to ``lease`` when given (the concurrent fetches)."""
         found = await self._fetch(dataset_id, document_id, stage, lease, size)
         if found is None:
             return None
@@ -111,11 +116,9 @@ class DocumentsClient(ListingClient):
         without the suffix (a second GET); the document found then has the shorter id.
         """
         stage = Stage.coerce(stage)
-        found = await self._fetch(validate_dataset_id(dataset_id), document_id, stage)
-        if found is None:
-            return None
-        found_id, content = found
-        return AsyncDocument(self, dataset_id, found_id, stage, {stage: content})
+        return await self._budgeted_document(
+            validate_dataset_id(dataset_id), document_id, stage, None, None
+        )
 
     async def exists(
         self, dataset_id: str, document_id: str, stage: Stage | str = Stage.DOCUMENTS
