@@ -245,14 +245,14 @@ async def test_stream_bounds_requests_in_flight_and_backpressure(kl3m_corpus_buc
     assert state["sent"] == total
 
 
-async def test_closing_a_stream_early_cancels_its_requests(kl3m_corpus_bucket: Any) -> None:
+@pytest.mark.parametrize("plane", ["obstore", "aiobotocore"])
+async def test_closing_a_stream_early_cancels_its_requests(
+    kl3m_corpus_bucket: Any, plane: str
+) -> None:
     corpus = kl3m_corpus_bucket.corpus
     dataset = max(corpus.datasets, key=lambda d: len(corpus.dataset_documents(d)))
-    # aiobotocore plane: on the obstore plane, closing a stream early can leave one socket of
-    # the origin guard unclosed (seen twice in clean-clone CI, never locally; open bug, see
-    # the session 4 note) -- this test is about our tasks, not the guard's sockets
     async with AsyncKL3MClient(
-        **kl3m_corpus_bucket.client_kwargs(), max_concurrency=8, data_plane="aiobotocore"
+        **kl3m_corpus_bucket.client_kwargs(), max_concurrency=8, data_plane=plane
     ) as c:
         before = {t for t in asyncio.all_tasks()}
         stream = c.stream_documents(dataset)

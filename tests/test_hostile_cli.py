@@ -66,7 +66,7 @@ def test_cli_refuses_a_redirect_to_another_host(bucket: LocalBucket, tmp_path: P
     with run_fault_proxy(bucket.endpoint_url, _plan(Fault.REDIRECT_OTHER_HOST)) as proxy:
         count = _cli(bucket, proxy.endpoint_url, "documents", dataset, "--count")
         export = _cli(bucket, proxy.endpoint_url, "export", dataset, str(tmp_path / "out"))
-        other = f"127.0.0.1:{proxy.other.port}"
+        other = f"{proxy.other.name}:{proxy.other.port}"
         assert proxy.other.requests == []
     for proc in (count, export):
         assert proc.returncode != 0

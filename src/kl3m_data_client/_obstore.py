@@ -12,8 +12,8 @@ are those of botocore and the store, one policy for both planes.
 * Credentials: explicit keys are given to obstore as they are; otherwise the aiobotocore
   session lends its credentials through obstore's credential-provider hook
   (``_credentials.SessionCredentials``), so they refresh by botocore's rules.
-* Redirects: obstore follows them to any host, so its requests go through
-  ``_guard.OriginGuard``, which lets them reach the endpoint's ``host:port`` only.
+* Redirects: obstore follows them to any host, so its proxy is ``_guard.DeadEnd`` for
+  every host but the endpoint's: a request for another host is refused before it is sent.
 * Admission: ``admit`` (the memory budget) and ``max_object_bytes`` are checked against the
   ``Content-Length`` before the body is read; a refused body is dropped unread.
 * Keys obstore cannot send unchanged (:func:`addressable`), listings and HEADs go through
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._credentials import SessionCredentials
 from kl3m_data_client._errors import InvalidInputError, SizeLimitExceededError
-from kl3m_data_client._guard import OriginGuard
+from kl3m_data_client._guard import DeadEnd, endpoint_host
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -116,9 +116,9 @@ async def create_plane(
     if options is None:
         logger.debug("GETs through aiobotocore: %s", why)
         return None
-    guard = OriginGuard(options["endpoint"], cfg.connect_timeout)
-    await guard.start()
+    guard = DeadEnd()
     options["client_options"]["proxy_url"] = guard.url
+    options["client_options"]["proxy_excludes"] = endpoint_host(options["endpoint"])
     try:
         object_store = ObjectStore(
             cfg.bucket,
@@ -183,7 +183,7 @@ async def _store_options(
 class ObstorePlane:
     """GETs through obstore; anything but a plain answer raises :class:`Fallback`."""
 
-    def __init__(self, object_store: Any, guard: OriginGuard) -> None:
+    def __init__(self, object_store: Any, guard: DeadEnd) -> None:
         import obstore
 
         global _RUNTIME_PID
@@ -191,7 +191,7 @@ class ObstorePlane:
 
         self._object_store = object_store
         self._get_async = obstore.get_async
-        #: The proxy that keeps obstore's requests on the endpoint's origin.
+        #: The proxy of every host but the endpoint's: a refused connection.
         self.guard = guard
         #: GETs answered through obstore, and GETs it handed to aiobotocore.
         self.gets = 0
@@ -202,7 +202,7 @@ class ObstorePlane:
         return addressable(key) and os.getpid() == self._pid
 
     def close(self) -> None:
-        """Stop the guard (obstore's connections close with it)."""
+        """Release the guard's port."""
         self.guard.close()
 
     async def get(

@@ -26,8 +26,11 @@ Hostile misbehaviours (:data:`HOSTILE_FAULTS`, never chosen unless listed in ``k
 
 =======================  =====================================================================
 ``redirect_other_host``  ``redirect_status`` (307) to the same path on a second loopback
-                         listener (:attr:`FaultProxy.other`), which records every request it
+                         listener (:attr:`FaultProxy.other`) under another host name
+                         (``localhost`` for ``127.0.0.1``), which records every request it
                          gets, with its headers, and answers ``redirect_body``
+``redirect_other_port``  the same, to that listener under the proxy's own host name (the
+                         endpoint's host on another port)
 ``redirect_same_host``   ``redirect_status`` to the proxy itself, with ``x-amz-bucket-region``
                          (S3's region redirect: botocore's own handling re-sends it)
 ``list_token_loop``      every ListObjectsV2 page is the first one, truncated, with the same

@@ -28,10 +28,16 @@ class OtherRequest:
 
 
 class OtherHost:
-    """The second loopback listener a hostile redirect points to; it records what it gets."""
+    """The second loopback listener a hostile redirect points to; it records what it gets.
+
+    It listens on ``host`` (the proxy's) and is named ``name`` in ``redirect_other_host``
+    (another host name for the same address: ``localhost`` for ``127.0.0.1``), and ``host``
+    in ``redirect_other_port`` (the endpoint's host on another port).
+    """
 
     def __init__(self, host: str, body: bytes) -> None:
         self.host = host
+        self.name = "127.0.0.1" if host == "localhost" else "localhost"
         self.body = body
         self.port = 0
         self.requests: list[OtherRequest] = []
@@ -39,7 +45,12 @@ class OtherHost:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of this listener."""
+        """``http://name:port``: this listener under another host name than the proxy's."""
+        return f"http://{self.name}:{self.port}"
+
+    @property
+    def same_host_url(self) -> str:
+        """``http://host:port``: this listener under the proxy's host name (another port)."""
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:

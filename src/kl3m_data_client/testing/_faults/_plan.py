@@ -23,6 +23,7 @@ class Fault(str, enum.Enum):
     CORRUPT_BYTE = "corrupt_byte"
     BAD_LIST_XML = "bad_list_xml"
     REDIRECT_OTHER_HOST = "redirect_other_host"
+    REDIRECT_OTHER_PORT = "redirect_other_port"
     REDIRECT_SAME_HOST = "redirect_same_host"
     LIST_TOKEN_LOOP = "list_token_loop"
     LIST_NO_TOKEN = "list_no_token"
@@ -51,7 +52,14 @@ _HOSTILE_LISTING = frozenset(
 _HOSTILE_GET = frozenset({Fault.CHUNKED_OVERSIZE, Fault.LENGTH_SHORT, Fault.LENGTH_LONG})
 #: The misbehaviours of a hostile server (chosen only when listed in ``FaultPlan.kinds``).
 HOSTILE_FAULTS: frozenset[Fault] = (
-    frozenset({Fault.REDIRECT_OTHER_HOST, Fault.REDIRECT_SAME_HOST, Fault.ECHO_HEADERS})
+    frozenset(
+        {
+            Fault.REDIRECT_OTHER_HOST,
+            Fault.REDIRECT_OTHER_PORT,
+            Fault.REDIRECT_SAME_HOST,
+            Fault.ECHO_HEADERS,
+        }
+    )
     | _HOSTILE_LISTING
     | _HOSTILE_GET
 )

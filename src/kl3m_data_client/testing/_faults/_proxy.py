@@ -97,7 +97,8 @@ class FaultProxy:
             self._runner, self.port = await listen(
                 app, self.host, ssl_context=self.ssl_context, shutdown_timeout=0.5
             )
-            if self.plan.kinds and Fault.REDIRECT_OTHER_HOST in self.plan.kinds:
+            kinds = set(self.plan.kinds)
+            if Fault.REDIRECT_OTHER_HOST in kinds or Fault.REDIRECT_OTHER_PORT in kinds:
                 await self.other.start()
         except BaseException:
             await self.stop()
@@ -233,11 +234,13 @@ class FaultProxy:
     async def _hostile(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         """Answer ``request`` with one of :data:`HOSTILE_FAULTS`."""
         plan = self.plan
-        if fault in (Fault.REDIRECT_OTHER_HOST, Fault.REDIRECT_SAME_HOST):
-            other = fault is Fault.REDIRECT_OTHER_HOST
-            return await hostile.redirect(
-                request, plan, self.other.url if other else self.endpoint_url
-            )
+        targets = {
+            Fault.REDIRECT_OTHER_HOST: self.other.url,
+            Fault.REDIRECT_OTHER_PORT: self.other.same_host_url,
+            Fault.REDIRECT_SAME_HOST: self.endpoint_url,
+        }
+        if fault in targets:
+            return await hostile.redirect(request, plan, targets[fault])
         if fault is Fault.ECHO_HEADERS:
             await request.read()
             message = hostile.echoed_headers(request)
