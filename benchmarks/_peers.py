@@ -163,3 +163,15 @@ def probe_ours(cli: list[str], *, cli_planes: bool = True) -> Ours:
         api=api,
         cli={p: None if has_option else NOT_IN_BUILD for p in PLANES},
     )
+
+
+def compile_ours(ours: Ours, log: list[str]) -> None:
+    """Byte-compile the measured package, as ``pip install`` does: the children run with
+    ``PYTHONDONTWRITEBYTECODE`` (nothing written while measuring), so a source tree edited
+    since its last import would otherwise be compiled again by every process measured."""
+    if ours.error or not ours.file.endswith("__init__.py"):
+        return
+    package = str(Path(ours.file).parent)
+    cmd = [PY, "-m", "compileall", "-q", package]
+    if subprocess.run(cmd, capture_output=True, check=False).returncode:
+        log.append(f"could not byte-compile {package}: imports compile it at every start")

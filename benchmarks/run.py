@@ -86,6 +86,7 @@ def start(run: Run) -> None:
         _peers.ensure_reference(run.log)
     cli_planes = any(c.startswith("ours-cli@") for c in run.clients)
     run.ours = _peers.probe_ours(_clients.cli_command(), cli_planes=cli_planes)
+    _peers.compile_ours(run.ours, run.log)
     run.results.update(
         machine=_peers.machine(),
         versions=_peers.versions(),
