@@ -59,7 +59,7 @@ def contracts(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side (see benchmarks/README.md): this package as a default install
-    (no optional extra such as orjson) plus the bench extra (the pinned peers, matplotlib for
-    the chart); arguments go to benchmarks/run.py, e.g. `nox -s bench -- --docs 10000`."""
+    plus the bench extra (the pinned peers, matplotlib for the chart); arguments go to
+    benchmarks/run.py, e.g. `nox -s bench -- --docs 10000`."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)

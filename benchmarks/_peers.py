@@ -63,8 +63,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     names = ("aiobotocore", "botocore", "aiohttp", "boto3", "s3fs", "obstore", "pyarrow")
-    # optional extras of this package that change what it does ("-": a default install's)
-    for name in (*names, "orjson", "zstandard"):
+    # the fast decoders (dependencies, each with a stdlib fallback) and an optional extra
+    for name in (*names, "orjson", "pybase64", "isal", "zstandard"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -87,8 +87,9 @@ def header(run: Run, facts: dict[str, Any]) -> None:
     run.say(
         f"ours: kl3m-data-client {o.version} from {o.file}" + (f" ({o.error})" if o.error else "")
     )
-    if v.get("orjson", "-") != "-":
-        run.say("note: orjson is installed: exports use its fast path (a default install has none)")
+    missing = [n for n in ("orjson", "pybase64", "isal") if v.get(n, "-") == "-"]
+    if missing:
+        run.say(f"note: {', '.join(missing)} missing: decoding takes the slower stdlib paths")
     run.say(
         f"bucket: {facts['documents']} documents-stage objects, mean "
         f"{facts['mean_object_bytes'] / 1000:.1f} KB ({facts['min_object_bytes']}.."
