@@ -113,7 +113,6 @@ def _load_json(data: bytes, key: str, what: str) -> Any:
         raise CorruptObjectError(key, f"invalid JSON in {what}: {exc}") from exc
 
 
-
 def _big_float(value: Any) -> bool:
     """True if ``value`` (parsed JSON) holds a float of magnitude 2**63 or more."""
     kind = type(value)
