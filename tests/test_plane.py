@@ -355,3 +355,22 @@ async def test_cli_data_plane_flag(
     agent = "obstore" if plane == "obstore" else "boto"
     assert agents.gets[agent] >= expected > 0
     assert sum(agents.gets.values()) == agents.gets[agent], agents.gets
+
+
+def test_the_dead_end_proxy_refuses_every_connection() -> None:
+    """Where obstore's requests for other hosts go: nothing listens, nothing is received."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from kl3m_data_client._guard import DeadEnd, endpoint_host
+
+    dead = DeadEnd()
+    try:
+        port = urlsplit(dead.url).port
+        assert port
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        dead.close()
+    assert endpoint_host("https://S3.Example.COM:8443/") == "s3.example.com"
+    assert endpoint_host("http://[::1]:9000") == "::1"
