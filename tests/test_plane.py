@@ -285,9 +285,9 @@ def _ca_and_leaf(tmp: Path) -> tuple[Path, ssl.SSLContext]:
     return bundle, context
 
 
-async def test_https_endpoint_through_the_guard(odd_bucket: LocalBucket, tmp_path: Path) -> None:
-    """HTTPS: obstore's requests pass the guard as a CONNECT tunnel (TLS end to end, the CA
-    bundle honoured); a redirect from there to another host is still never followed."""
+async def test_https_endpoint_on_the_obstore_plane(odd_bucket: LocalBucket, tmp_path: Path) -> None:
+    """HTTPS: obstore reaches the endpoint directly (the CA bundle honoured); a redirect from
+    there to another host is still never followed (its CONNECT is refused at the dead end)."""
     bundle, context = _ca_and_leaf(tmp_path)
     key = "odd/naïve café/Übersicht"
     for kinds in (set(), {Fault.REDIRECT_OTHER_HOST}):
