@@ -114,20 +114,26 @@ def _load_json(data: bytes, key: str, what: str) -> Any:
 
 
 def _big_float(value: Any) -> bool:
-    """True if ``value`` (parsed JSON) holds a float of magnitude 2**63 or more."""
-    kind = type(value)
-    if kind is float:
-        return bool(abs(value) >= 9.223372036854775808e18)
-    if kind is dict:
-        items = value.values()
-    elif kind is list:
-        items = value
-    else:
-        return False
-    kinds = set(map(type, items))  # at C speed: token lists are long
-    if float not in kinds and dict not in kinds and list not in kinds:
-        return False
-    return any(_big_float(item) for item in items if type(item) in (float, dict, list))
+    """True if ``value`` (parsed JSON) holds a float of magnitude 2**63 or more (iterative:
+    a document may nest as deep as orjson parses)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is float:
+            if abs(item) >= 9.223372036854775808e18:
+                return True
+            continue
+        if kind is dict:
+            items = item.values()
+        elif kind is list:
+            items = item
+        else:
+            continue
+        kinds = set(map(type, items))  # at C speed: token lists are long
+        if float in kinds or dict in kinds or list in kinds:
+            todo.extend(x for x in items if type(x) in (float, dict, list))
+    return False
 
 
 def decode_content_field(
