@@ -29,8 +29,9 @@ from kl3m_data_client.utils.s3 import decompress_content
 pytestmark = pytest.mark.anyio
 
 MiB = 1 << 20
-#: What a process holds besides the budget: interpreter, aiobotocore, buffers.
-MARGIN = 128 * MiB
+#: What an export holds besides the budget's charges (buffers, allocator slack); the
+#: interpreter, the libraries and a connected client are measured before and not counted.
+MARGIN = 96 * MiB
 #: A guard against a deadlock (the tests normally take a few seconds).
 HANG = 120
 
@@ -60,34 +61,47 @@ def _records(dest: Path) -> list[dict[str, Any]]:
 
 
 def _peak_rss_of_export(bucket: LocalBucket, dest: Path, dataset: str, budget: int) -> int:
-    """Export ``dataset`` in a fresh process; its peak RSS in bytes."""
+    """Export ``dataset`` in a fresh process; its peak RSS in bytes above what the process
+    held before the export (interpreter, libraries, a connected client)."""
     code = textwrap.dedent(
         f"""
         import asyncio, json
+
         from kl3m_data_client import AsyncKL3MClient
+
+        def status(name):
+            with open("/proc/self/status") as fh:
+                return int(next(l.split()[1] for l in fh if l.startswith(name))) * 1024
 
         async def main():
             kwargs = json.loads({json.dumps(json.dumps(bucket.client_kwargs()))})
             async with AsyncKL3MClient(**kwargs, memory_budget={budget}) as client:
+                await client.exists({dataset!r}, "doc000")  # connected, libraries loaded
+                import kl3m_data_client.export  # noqa: F401
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")  # reset VmHWM
+                before = status("VmRSS")
                 report = await client.export({dataset!r}, {str(dest)!r})
                 assert report.exported == 3 and report.errors == 0, report
+                print(status("VmHWM") - before)
 
         asyncio.run(main())
-        with open("/proc/self/status") as fh:
-            print(next(line.split()[1] for line in fh if line.startswith("VmHWM")))
         """
     )
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=600
     )
-    return int(out.stdout.split()[-1]) * 1024
+    return int(out.stdout.split()[-1])
 
 
 @pytest.mark.kl3m_corpus(0)
 def test_export_of_big_documents_stays_within_budget(
     kl3m_bucket: LocalBucket, tmp_path: Path
 ) -> None:
-    """3 x 200 MiB documents: peak RSS within budget + margin (without a budget: ~1.3 GiB).
+    """3 x 200 MiB documents: the export's peak RSS growth within budget + margin (without
+    a budget: ~1.3 GiB). Growth, not the whole process: libraries loaded at start (the fast
+    decoders are ~7 MiB) are not documents, and the absolute peak sat within 2 MiB of the
+    old limit (888 MiB of 896), so it failed under load with nothing held per document.
 
     A 200 MiB text document alone costs ~3 x 200 MiB while its record is handed to the
     JSONL writer, so a 768 MiB budget holds one at a time.
@@ -97,7 +111,7 @@ def test_export_of_big_documents_stays_within_budget(
     kl3m_bucket.put_objects(objects)
     budget = 768 * MiB
     peak = _peak_rss_of_export(kl3m_bucket, tmp_path / "out", "big", budget)
-    assert peak < budget + MARGIN, f"peak RSS {peak / MiB:.0f} MiB"
+    assert peak < budget + MARGIN, f"peak RSS growth {peak / MiB:.0f} MiB"
     records = _records(tmp_path / "out")
     assert [r["id"] for r in records] == ["doc000", "doc001", "doc002"]
     for i, record in enumerate(records):
