@@ -64,6 +64,81 @@ def test_jsonl_batch_is_one_buffer_and_output_is_unchanged(
     assert [json.loads(line) for line in raw.splitlines()] == records
 
 
+def test_big_batches_are_written_in_slices_with_the_same_bytes_and_hash(tmp_path: Path) -> None:
+    """A batch larger than ``WRITE_BYTES`` reaches the file in slices of at most that size
+    (big writes cost the kernel more per byte); the part's bytes, size and sha256 are those of
+    the lines, whatever the slicing."""
+    import hashlib
+    import io
+
+    from kl3m_data_client.export._part import WRITE_BYTES, HashingFile
+
+    class Recording(io.BytesIO):
+        """A file that remembers the size of every write it is given."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def write(self, data: Any) -> int:
+            self.sizes.append(len(data))
+            return super().write(data)
+
+    records = [{"id": str(i), "text": f"{i}:" + "x\u00e9\n" * 20_000} for i in range(120)]
+    expected = b"".join(
+        json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in records
+    )
+    assert len(expected) > 3 * WRITE_BYTES
+    raw = Recording()
+    sink = HashingFile(raw)
+    sink.write(bytearray(expected))
+    sink.write(b"")
+    assert max(raw.sizes) == WRITE_BYTES and sum(raw.sizes) == len(expected)
+    assert raw.getvalue() == expected
+
+    final = tmp_path / "big.jsonl"
+    writer = JsonlWriter(final, "none")
+    batches = _write(writer, records)
+    assert sum(len(b[0]) for b in batches if b) == len(expected)
+    assert final.read_bytes() == expected
+    sha, size = writer.sink.sha.hexdigest(), writer.sink.size
+    assert (sha, size) == (hashlib.sha256(expected).hexdigest(), len(expected))
+
+
+def test_orjson_exactness_walk_on_lists() -> None:
+    """The walk that sends a record to orjson checks lists of ints in one C loop and falls
+    back to element by element: a float or an int beyond uint64 anywhere takes the stdlib
+    path; int64..uint64 ints, bools, strings and nested values stay on the fast path."""
+    from kl3m_data_client.export._json import _plain, encode_line
+
+    fast = [
+        {"t": [1, 2, 3]},
+        {"t": [1, 2**63, True]},  # uint64 range: not int64, still exact
+        {"t": ["a", 1, None, False, [2, "b"], {"k": [3]}]},
+        {"t": [True, 1]},
+        {"t": (1, "x")},
+        {"t": []},
+    ]
+    slow = [
+        {"t": [1, 2.5]},
+        {"t": [1, 2**64]},
+        {"t": ["a", [1, {"k": 0.1}]]},
+        {"t": [-(2**63) - 1]},
+        {1: "non-str key"},
+        {"t": {"k": [1, 2, 3.0]}},
+    ]
+    for record in fast:
+        assert _plain(record), record
+    for record in slow:
+        assert not _plain(record), record
+    for record in fast + slow:
+        try:
+            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        except TypeError:
+            continue
+        assert encode_line(record) == text.encode() + b"\n"
+
+
 def test_parquet_row_groups_are_bounded_and_tokens_buffered_compactly(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -129,7 +129,6 @@ class Outcome:
     error: KL3MError | None = None
     bytes_in: int = 0
     line: bytes | None = None
-    lease: Lease | None = None  # its bytes in the memory budget (the consumer releases it)
 
 
 def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
@@ -209,27 +208,32 @@ async def iter_items(
             attempt += 1
 
 
-def _build(
-    plan: ExportPlan, item: Item, data: bytes, limits: Limits, encode: bool
-) -> Record | Skip | tuple[Record, bytes | None]:
-    """The record of one object and, with ``encode``, what the part writer needs checked or
-    encoded already (its JSONL line): whatever a single object contains fails here, as
-    that object's error, never in the writer."""
-    key = item.key
-    try:
-        result = make_record(
-            plan.stage, key, plan.dataset_id, item.document_id, data, plan.record_filter, limits
-        )
-        if isinstance(result, Skip) or not encode:
-            return result
-        if plan.format == "jsonl":
-            return result, encode_line(result)
-        check_parquet_record(result)
-        return result, None
-    except (KL3MError, NeedBudget):
-        raise
-    except Exception as exc:  # RecursionError, MemoryError, ...: a bad object, never a stop
-        raise CorruptObjectError(key, f"cannot be exported: {type(exc).__name__}: {exc}") from exc
+def _builder(
+    plan: ExportPlan, limits: Limits, encode: bool
+) -> Callable[[Item, bytes], Record | Skip | tuple[Record, bytes | None]]:
+    """The record step of ``plan``: one object's bytes -> its record and, with ``encode``,
+    what the part writer needs checked or encoded already (its JSONL line): whatever a
+    single object contains fails here, as that object's error, never in the writer."""
+    stage, dataset_id, flt = plan.stage, plan.dataset_id, plan.record_filter
+    jsonl = plan.format == "jsonl"
+
+    def build(item: Item, data: bytes) -> Record | Skip | tuple[Record, bytes | None]:
+        try:
+            result = make_record(stage, item.key, dataset_id, item.document_id, data, flt, limits)
+            if not encode or isinstance(result, Skip):
+                return result
+            if jsonl:
+                return result, encode_line(result)
+            check_parquet_record(result)
+            return result, None
+        except (KL3MError, NeedBudget):
+            raise
+        except Exception as exc:  # RecursionError, MemoryError, ...: a bad object, never a stop
+            raise CorruptObjectError(
+                item.key, f"cannot be exported: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return build
 
 
 def _fetcher(
@@ -240,7 +244,7 @@ def _fetcher(
     Per-object failures become the outcome's ``error``; systemic ones wait on ``outage``
     and, when it is spent, raise (the item is never recorded as done).
     """
-    limits = client.config.limits
+    build = _builder(plan, client.config.limits, encode)
 
     async def fetch(item: Item, lease: Lease) -> Outcome:
         if item.error is not None:
@@ -257,7 +261,7 @@ def _fetcher(
         size = len(data)
         await lease.body_read(size)
         try:
-            result = await lease.run(size <= INLINE_BYTES, _build, plan, item, data, limits, encode)
+            result = await lease.run(size <= INLINE_BYTES, build, item, data)
         except KL3MError as exc:
             if not is_per_object(exc):
                 raise
@@ -271,26 +275,18 @@ def _fetcher(
     return fetch
 
 
-def iter_outcomes(
+def _fetched(
     client: ExportClient,
     plan: ExportPlan,
     *,
-    start_after: str | None = None,
-    position: int = 0,
-    sub_shard: tuple[int, int] | None = None,
-    items: AsyncIterator[Item] | None = None,
-    outage: Outage | None = None,
-    encode: bool = False,
-    hold: bool = False,
-) -> AsyncIterator[Outcome]:
-    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
-
-    The items are ``items`` when given (a worker fed by the parent's listing), else
-    :func:`iter_items` of the plan. Listing and fetching share one outage clock. Their bytes
-    stay within the plan's memory budget (split between its workers): an outcome holds its
-    bytes until the next one is asked for, or, with ``hold=True``, until the caller calls
-    ``outcome.lease.release()``.
-    """
+    start_after: str | None,
+    position: int,
+    sub_shard: tuple[int, int] | None,
+    items: AsyncIterator[Item] | None,
+    outage: Outage | None,
+    encode: bool,
+) -> AsyncIterator[tuple[Lease, Outcome]]:
+    """``(lease, outcome)`` of every item, ``max_concurrency`` fetches at a time, in order."""
     if outage is None:
         outage = Outage(plan.outage_timeout)
     if items is None:
@@ -304,14 +300,63 @@ def iter_outcomes(
         )
     fetch = _fetcher(client, plan, outage, encode=encode)
     budget = Budget(max(1, plan.memory_budget // plan.workers))
-    fetched = budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)
-    if hold:
-        return _with_leases(fetched)
-    return released_in_turn(fetched)
+    return budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)
 
 
-async def _with_leases(fetched: AsyncIterator[tuple[Lease, Outcome]]) -> AsyncIterator[Outcome]:
-    async with closing(fetched) as pairs:
-        async for lease, outcome in pairs:
-            outcome.lease = lease
-            yield outcome
+def iter_outcomes(
+    client: ExportClient,
+    plan: ExportPlan,
+    *,
+    start_after: str | None = None,
+    position: int = 0,
+    sub_shard: tuple[int, int] | None = None,
+    items: AsyncIterator[Item] | None = None,
+    outage: Outage | None = None,
+    encode: bool = False,
+) -> AsyncIterator[Outcome]:
+    """Fetch and turn into records every item, ``max_concurrency`` at a time, in order.
+
+    The items are ``items`` when given (a worker fed by the parent's listing), else
+    :func:`iter_items` of the plan. Listing and fetching share one outage clock. Their bytes
+    stay within the plan's memory budget (split between its workers): an outcome holds its
+    bytes until the next one is asked for (:func:`iter_leased_outcomes` hands the leases
+    over instead).
+    """
+    return released_in_turn(
+        _fetched(
+            client,
+            plan,
+            start_after=start_after,
+            position=position,
+            sub_shard=sub_shard,
+            items=items,
+            outage=outage,
+            encode=encode,
+        )
+    )
+
+
+def iter_leased_outcomes(
+    client: ExportClient,
+    plan: ExportPlan,
+    *,
+    start_after: str | None = None,
+    position: int = 0,
+    sub_shard: tuple[int, int] | None = None,
+    items: AsyncIterator[Item] | None = None,
+    outage: Outage | None = None,
+    encode: bool = False,
+) -> AsyncIterator[tuple[Lease, Outcome]]:
+    """:func:`iter_outcomes` as ``(lease, outcome)`` pairs: each outcome holds its bytes in
+    the memory budget until the caller calls ``lease.release()`` (a part writer keeps them
+    until the batch that holds the record is written)."""
+    return _fetched(
+        client,
+        plan,
+        start_after=start_after,
+        position=position,
+        sub_shard=sub_shard,
+        items=items,
+        outage=outage,
+        encode=encode,
+    )

@@ -105,7 +105,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_PLAIN_SCALARS = frozenset({str, bool, type(None)})
+_NONE = type(None)
 
 
 def _int64_list(values: list[Any] | tuple[Any, ...]) -> bool:
@@ -117,21 +117,33 @@ def _int64_list(values: list[Any] | tuple[Any, ...]) -> bool:
     return True
 
 
+def _plain_values(values: Any) -> bool:
+    """True when orjson encodes every one of ``values`` exactly as ``json.dumps`` does."""
+    for v in values:
+        t = type(v)
+        if t is str or t is _NONE or t is bool:
+            continue
+        if t is int:
+            if not _INT_MIN <= v <= _INT_MAX:
+                return False
+        elif t is dict:
+            for k in v:
+                if type(k) is not str:
+                    return False
+            if not _plain_values(v.values()):
+                return False
+        elif t is list or t is tuple:
+            # token ids: one C loop; anything else (strings, objects) element by element
+            if not ((v and type(v[0]) is int and _int64_list(v)) or _plain_values(v)):
+                return False
+        else:
+            return False
+    return True
+
+
 def _plain(value: Any) -> bool:
     """True when orjson encodes ``value`` exactly as ``json.dumps`` does (see above)."""
-    t = type(value)
-    if t in _PLAIN_SCALARS:
-        return True
-    if t is int:
-        return bool(_INT_MIN <= value <= _INT_MAX)
-    if t is dict:
-        for k, v in value.items():
-            if type(k) is not str or not (type(v) in _PLAIN_SCALARS or _plain(v)):
-                return False
-        return True
-    if t is list or t is tuple:
-        return _int64_list(value) or all(map(_plain, value))
-    return False
+    return _plain_values((value,))
 
 
 def encode_line(record: Record) -> bytes:

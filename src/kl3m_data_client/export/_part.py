@@ -21,6 +21,10 @@ BATCH_UNITS = 4_000_000
 #: ... and a JSONL batch when its encoded lines reach this size (4 M tokens are ~25 MB of
 #: JSON). Where writes are cut does not change a part's bytes.
 BATCH_BYTES = 8 << 20
+#: The largest single ``write`` to a part file. Measured (ext4, Linux 6.18): 150 MB written
+#: in 1 MiB writes cost ~0.06 s of kernel CPU every time; in 2-8 MiB writes the median was
+#: 0.1-0.4 s and single runs took over 1 s (large page-cache folios), for the same bytes.
+WRITE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,15 @@ class HashingFile:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.sha.update(data)
-        n = self.raw.write(data)
-        self.size += len(data)
-        return n if n is not None else len(data)
+        size = len(data)
+        if size <= WRITE_BYTES:
+            self.raw.write(data)
+        else:  # big writes cost the kernel more per byte (see WRITE_BYTES)
+            with memoryview(data) as view:
+                for start in range(0, size, WRITE_BYTES):
+                    self.raw.write(view[start : start + WRITE_BYTES])
+        self.size += size
+        return size
 
     def tell(self) -> int:
         return self.size

@@ -139,7 +139,6 @@ def document_record(
         text, encoding = doc.content, "utf-8"
     else:
         text, encoding = base64.b64encode(doc.content).decode("ascii"), "base64"
-    metadata = dict(doc.metadata.fields)
     return {
         "id": document_id,
         "identifier": doc.metadata.identifier,
@@ -148,7 +147,7 @@ def document_record(
         "text": text,
         "encoding": encoding,
         "blake2b": doc.blake2b,
-        "metadata": metadata,
+        "metadata": doc.metadata.fields,  # the decoded object's own dict: nobody else holds it
     }
 
 

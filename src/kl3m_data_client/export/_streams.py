@@ -17,7 +17,7 @@ from kl3m_data_client._errors import (
     InvalidInputError,
 )
 from kl3m_data_client._stream import closing, in_thread
-from kl3m_data_client.export._items import Item, Outcome, error_line, iter_outcomes
+from kl3m_data_client.export._items import Item, Outcome, error_line, iter_leased_outcomes
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     Manifest,
@@ -29,7 +29,7 @@ from kl3m_data_client.export._manifest import (
 )
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import Outage
-from kl3m_data_client.export._records import Record, dedup_key
+from kl3m_data_client.export._records import dedup_key
 from kl3m_data_client.export._report import Counters
 from kl3m_data_client.export._seen import SeenSet
 from kl3m_data_client.export._writers import (
@@ -149,6 +149,7 @@ class StreamRunner:
         seen: SeenSet | None,
         errors_fh: IO[bytes],
         on_update: Callable[[Counters, bool], None] | None,
+        live: bool = True,
     ) -> None:
         self.client = client
         self.plan = plan
@@ -159,6 +160,7 @@ class StreamRunner:
         self.seen = seen
         self.errors_fh = errors_fh
         self.on_update = on_update
+        self.live = live  # on_update after every document, not only at the start and end
         self.writer: PartWriter | None = None
         self.busy = False  # a thread is using ``writer``
         self.write_task: asyncio.Future[None] | None = None
@@ -176,6 +178,7 @@ class StreamRunner:
         stream: str,
         state: StreamState,
         on_update: Callable[[Counters, bool], None] | None,
+        live: bool = True,
     ) -> StreamRunner:
         """A runner of the loaded (unfinished) ``state``, its seen-set and errors file open."""
         seen: SeenSet | None = None
@@ -184,7 +187,7 @@ class StreamRunner:
         errors_fh: IO[bytes] = await in_thread(
             open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
         )
-        return cls(client, plan, dest, stream, state, seen, errors_fh, on_update)
+        return cls(client, plan, dest, stream, state, seen, errors_fh, on_update, live)
 
     async def run(
         self,
@@ -196,7 +199,7 @@ class StreamRunner:
         limit = self.plan.max_documents
         try:
             if limit is None or self.counters.exported < limit:
-                outcomes = iter_outcomes(
+                outcomes = iter_leased_outcomes(
                     self.client,
                     self.plan,
                     start_after=None if self.plan.ids is not None else self.state.last_key,
@@ -205,7 +208,6 @@ class StreamRunner:
                     items=items,
                     outage=outage,
                     encode=True,
-                    hold=True,
                 )
                 await self._consume(outcomes)
             if self.writer is not None:
@@ -224,70 +226,77 @@ class StreamRunner:
         if self.on_update is not None:
             self.on_update(self.counters, final)
 
-    async def _consume(self, outcomes: AsyncIterator[Outcome]) -> None:
+    async def _consume(self, outcomes: AsyncIterator[tuple[Lease, Outcome]]) -> None:
+        """Count, record or export each outcome, in order, until ``max_documents``.
+
+        The per-document path: an exported record stays on the event loop unless its part
+        must be opened, its batch is full (handed to the writer thread) or its part is.
+        """
+        counters, plan, seen = self.counters, self.plan, self.seen
+        limit, per_part = plan.max_documents, plan.records_per_part
+        leases = self.batch_leases
+        update = self.on_update if self.live else None
         async with closing(outcomes) as stream_outcomes:
-            async for oc in stream_outcomes:
-                if await self._take(oc):
-                    break
-                if oc.lease is not None:  # not handed to the writer
-                    oc.lease.release()
-                self._notify(False)
+            async for lease, oc in stream_outcomes:
+                item, record = oc.item, oc.record
+                counters.bytes_in += oc.bytes_in
+                self.position, self.last_key = item.position, item.key
+                if oc.error is not None:
+                    lease.release()
+                    counters.errors += 1
+                    self.errors_fh.write(error_line(item.key, plan.stage, oc.error))
+                    self.errors_fh.flush()
+                elif record is None:
+                    lease.release()
+                    counters.skipped += 1
+                elif seen is not None and not seen.add(dedup_key(record)):
+                    lease.release()
+                    counters.duplicates += 1
+                else:
+                    writer = self.writer
+                    if writer is None:
+                        writer = await self._open_part(item.key)
+                    counters.exported += 1
+                    leases.append(lease)  # released once the batch holding it is written
+                    if writer.add(record, oc.line):
+                        await self._write_batch(writer)
+                    else:
+                        lease.park()  # the open batch: the next document must not wait for it
+                    if writer.records >= per_part:
+                        await self._finish_part()
+                    if limit is not None and counters.exported >= limit:
+                        break
+                if update is not None:
+                    update(counters, False)
 
-    async def _take(self, oc: Outcome) -> bool:
-        """Count, record or export one outcome; True once ``max_documents`` are exported."""
-        counters = self.counters
-        counters.bytes_in += oc.bytes_in
-        self.position, self.last_key = oc.item.position, oc.item.key
-        record = oc.record
-        if oc.error is not None:
-            counters.errors += 1
-            self.errors_fh.write(error_line(oc.item.key, self.plan.stage, oc.error))
-            self.errors_fh.flush()
-        elif record is None:
-            counters.skipped += 1
-        elif self.seen is not None and not self.seen.add(dedup_key(record)):
-            counters.duplicates += 1
-        else:
-            return await self._export(oc, record)
-        return False
-
-    async def _export(self, oc: Outcome, record: Record) -> bool:
-        """Add one record to the open part (opening one if needed); True at the limit."""
+    async def _open_part(self, first_key: str) -> PartWriter:
+        """Open the stream's next part (its first record's key is ``first_key``)."""
         plan = self.plan
-        if self.writer is None:
-            name = part_name(self.stream, len(self.state.parts), plan.extension)
-            self.writer = await in_thread(
-                open_part,
-                self.dest / DATA_DIR / name,
-                plan.format,
-                plan.compression,
-                plan.stage,
-                plan.content,
-                discard=lambda w: w.abort(),
-            )
-            self.first_key = oc.item.key
-        writer = self.writer
-        self.counters.exported += 1
-        if oc.lease is not None:
-            self.batch_leases.append(oc.lease)
-            oc.lease = None
-        if writer.add(record, oc.line):
-            await self._wait_for_write()
-            self.busy = True
-            self.write_task = asyncio.ensure_future(
-                asyncio.to_thread(writer.write_batch, writer.take_batch())
-            )
-            self._release_when_written(self.write_task)
-        elif self.batch_leases:
-            self.batch_leases[-1].park()
-        if writer.records >= plan.records_per_part:
-            await self._finish_part()
-        limit = plan.max_documents
-        return limit is not None and self.counters.exported >= limit
+        name = part_name(self.stream, len(self.state.parts), plan.extension)
+        self.writer = await in_thread(
+            open_part,
+            self.dest / DATA_DIR / name,
+            plan.format,
+            plan.compression,
+            plan.stage,
+            plan.content,
+            discard=lambda w: w.abort(),
+        )
+        self.first_key = first_key
+        return self.writer
+
+    async def _write_batch(self, writer: PartWriter) -> None:
+        """Hand the full batch to a writer thread (after the previous one is written)."""
+        await self._wait_for_write()
+        self.busy = True
+        self.write_task = asyncio.ensure_future(
+            asyncio.to_thread(writer.write_batch, writer.take_batch())
+        )
+        self._release_when_written(self.write_task)
 
     def _release_when_written(self, task: asyncio.Future[Any]) -> None:
         leases = list(self.batch_leases)
-        self.batch_leases.clear()
+        self.batch_leases.clear()  # the same list object: ``_consume`` holds it
         for lease in leases:
             lease.park(False)
         task.add_done_callback(lambda _: _release(leases))
@@ -366,11 +375,15 @@ async def run_stream(
     on_update: Callable[[Counters, bool], None] | None = None,
     items: AsyncIterator[Item] | None = None,
     outage: Outage | None = None,
+    *,
+    live: bool = True,
 ) -> Counters:
     """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
 
     ``items``: the stream's items after its checkpoint, when the caller lists for it;
-    ``outage``: the run's outage clock (shared with the caller's listing).
+    ``outage``: the run's outage clock (shared with the caller's listing); ``live``: call
+    ``on_update`` after every document (else only with the counters it starts and ends
+    with: nobody watches the progress).
     A systemic failure that outlasts the outage clock raises ExportStoppedError: the open
     part is dropped and the manifest stays at the last finished part (a rerun resumes).
     """
@@ -379,7 +392,7 @@ async def run_stream(
         on_update(state.counters, True)
     if state.complete:
         return state.counters
-    runner = await StreamRunner.open(client, plan, dest, stream, state, on_update)
+    runner = await StreamRunner.open(client, plan, dest, stream, state, on_update, live)
     return await runner.run(
         sub_shard, items, outage if outage is not None else Outage(plan.outage_timeout)
     )
