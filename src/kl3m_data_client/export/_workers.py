@@ -27,7 +27,7 @@ import queue as queue_module
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +79,7 @@ async def _deal(
     after = [point[0] for point in points]
     batches: list[list[Dealt]] = [[] for _ in send]
     if todo:
-        listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
-        async with closing(listing) as items:
+        async with closing(_listing(client, plan, start, outage)) as items:
             async for item in items:
                 j = worker_of(item.document_id, plan.shard, plan.workers)
                 last_key = after[j]
@@ -221,22 +220,67 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             )
 
 
+@dataclass
+class _Peek:
+    """The items :func:`auto_workers` listed for ``plan``: the dealer starts with them."""
+
+    plan: ExportPlan  # the very plan auto_workers returned (compared by identity)
+    items: list[Item]
+    more: bool  # the listing goes on after the last of them
+
+
+#: The listing :func:`auto_workers` read before the workers start, for :func:`_deal`.
+_PEEK: contextvars.ContextVar[_Peek | None] = contextvars.ContextVar(
+    "kl3m_export_peek", default=None
+)
+
+
 async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -> ExportPlan:
     """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export.
 
     Explicit ids are counted; a listing is read up to :data:`AUTO_LISTING_PEEK` objects
     (one or two pages) before any worker starts, waiting through outages like the export's
-    own listing, so the count does not depend on a transient failure.
+    own listing, so the count does not depend on a transient failure. The dealer of a
+    listing with several workers starts with the items read here (the dataset is listed once).
     """
     if plan.workers == 1:
         return plan
-    documents = 0
-    async with closing(iter_items(client, plan, outage=outage)) as items:
-        async for item in items:
-            documents += 1
+    items: list[Item] = []
+    more = False
+    async with closing(iter_items(client, plan, outage=outage)) as listing:
+        async for item in listing:
+            items.append(item)
             if item.position >= AUTO_LISTING_PEEK:
-                return plan
-    return replace(plan, workers=resolve_workers("auto", documents=documents))
+                more = True
+                break
+    if not more:
+        plan = replace(plan, workers=resolve_workers("auto", documents=len(items)))
+    if plan.workers == 1:  # workers started ahead are not needed: stop them now
+        standby = _STANDBY.get()
+        if standby is not None and standby.fits(client):
+            await asyncio.to_thread(standby.discard)
+    elif plan.ids is None:
+        _PEEK.set(_Peek(plan, items, more))
+    return plan
+
+
+async def _listing(
+    client: ExportClient, plan: ExportPlan, start: tuple[str | None, int], outage: Outage
+) -> AsyncIterator[Item]:
+    """The items of ``plan`` after ``start``: those :func:`auto_workers` read for this very
+    plan first (a fresh start), then the listing after them."""
+    peek = _PEEK.get()
+    if peek is not None and peek.plan is plan and start == (None, 0):
+        items, peek.items = peek.items, []  # taken once
+        for item in items:
+            yield item
+        if not (peek.more and items):
+            return
+        start = (items[-1].key, items[-1].position)
+    listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
+    async with closing(listing) as rest:
+        async for item in rest:
+            yield item
 
 
 def _sender(inbox: Any, stop: threading.Event) -> Callable[[list[Dealt] | None], Awaitable[None]]:
@@ -295,17 +339,28 @@ class Standby:
     Each starts at once (interpreter, imports, its own client) and then waits for its job;
     an export run inside :meth:`ready` adopts them (:func:`run_workers`) instead of starting
     its workers after its listing, so their start-up overlaps the caller's. Those it does not
-    need (fewer workers, or one) are stopped when :meth:`ready` exits.
+    need are stopped: all of them as soon as ``workers="auto"`` picks one worker
+    (:func:`auto_workers`), the spare ones when the export starts, the rest when
+    :meth:`ready` exits.
     """
 
     def __init__(self) -> None:
         self.ctx = multiprocessing.get_context("spawn")
-        self.q: Any = self.ctx.Queue()
+        self._q: Any = None
         self.procs: dict[int, Any] = {}
         self.inboxes: dict[int, Any] = {}
         self.factory: ClientFactory | None = None
         self.config: ClientConfig | None = None
-        self.adopted = False
+        self.adopted = False  # an export took the workers: it stops them
+        self.discarded = False
+
+    @property
+    def q(self) -> Any:
+        """The workers' messages to the parent (made with the first worker: a multiprocessing
+        queue starts multiprocessing's resource tracker process)."""
+        if self._q is None:
+            self._q = self.ctx.Queue()
+        return self._q
 
     def start(self, factory: ClientFactory, config: ClientConfig, j: int) -> None:
         """Start worker ``j`` (a client from ``factory(config=config)``)."""
@@ -320,12 +375,20 @@ class Standby:
         proc.start()
 
     def fits(self, client: ExportClient) -> bool:
-        """True if these workers were started for exports of ``client`` (and are free)."""
+        """True if these workers were started for exports of ``client`` and are free."""
         return (
-            not self.adopted
+            not (self.adopted or self.discarded)
             and self.factory is factory_of(client)
             and self.config == client.config
         )
+
+    def discard(self) -> None:
+        """Stop the workers now, unless an export adopted them (then it stops them)."""
+        if self.adopted or self.discarded:
+            return
+        self.discarded = True
+        _stop(list(self.procs.values()))
+        _close_queues(self.inboxes, self._q)
 
     @classmethod
     @contextlib.contextmanager
@@ -341,10 +404,7 @@ class Standby:
             yield standby
         finally:
             _STANDBY.reset(token)
-            if not standby.adopted:
-                _release(standby.procs, standby.inboxes)
-                _stop(list(standby.procs.values()))
-                _close_queues(standby.inboxes, standby.q)
+            standby.discard()
 
 
 #: The :class:`Standby` workers of the export about to run in this context, if any.
@@ -434,9 +494,10 @@ def _close_queues(inboxes: dict[int, Any], q: Any) -> None:
     for inbox in inboxes.values():
         inbox.close()
         inbox.cancel_join_thread()
-    q.close()
-    with contextlib.suppress(Exception):
-        q.join_thread()
+    if q is not None:
+        q.close()
+        with contextlib.suppress(Exception):
+            q.join_thread()
 
 
 async def _finish(task: asyncio.Future[None]) -> None:
