@@ -13,8 +13,14 @@ import pytest
 
 from kl3m_data_client import AsyncKL3MClient, InvalidInputError
 from kl3m_data_client.cli import main
-from kl3m_data_client.export._auto import AUTO_STANDBY, resolve_workers, standby_workers
+from kl3m_data_client.export._auto import (
+    AUTO_LISTING_PEEK,
+    AUTO_STANDBY,
+    resolve_workers,
+    standby_workers,
+)
 from kl3m_data_client.export._workers import Standby
+from kl3m_data_client.testing import encode_document_object
 
 pytestmark = pytest.mark.anyio
 
@@ -66,9 +72,10 @@ async def test_standby_not_needed_or_for_another_client_is_stopped(
     not be those) leave the standby worker waiting; ``workers="auto"`` picking one worker
     for a small export stops it at once. The records are the same every time."""
     kwargs = kl3m_corpus_bucket.client_kwargs()
-    async with AsyncKL3MClient(**kwargs) as client, AsyncKL3MClient(
-        **kwargs, max_concurrency=7
-    ) as other:
+    async with (
+        AsyncKL3MClient(**kwargs) as client,
+        AsyncKL3MClient(**kwargs, max_concurrency=7) as other,
+    ):
         with Standby.ready(client, 1) as standby:
             started = dict(standby.procs)
             assert sorted(started) == [1]
@@ -113,3 +120,34 @@ def test_cli_export_with_early_workers_leaves_no_process(
     assert multiprocessing.active_children() == []
     assert _lines(tmp_path / "w") == _lines(tmp_path / "one")
     assert _recorded(tmp_path / "w") == (2 if workers else 1)  # auto: a small export
+
+
+async def test_auto_lists_a_big_dataset_once(
+    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
+) -> None:
+    """``workers="auto"`` reads the first 2,000 objects to choose; its dealer starts with
+    them, so the dataset is listed as often as with an explicit worker count (once)."""
+    n = AUTO_LISTING_PEEK + 1
+    objects = {
+        f"documents/big/{i:05d}.json": encode_document_object(
+            {"identifier": f"big-{i}", "format": "text/plain"},
+            f"document {i}".encode(),
+            document_id=f"{i:05d}",
+            dataset_id="big",
+        )
+        for i in range(n)
+    }
+    bucket = kl3m_server.create_bucket(objects=objects)
+    try:
+        listed: list[int] = []
+        async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
+            for name, workers in (("two", 2), ("auto", "auto")):
+                before = only_read_operations["ListObjectsV2"]
+                report = await client.export("big", tmp_path / name, workers=workers)
+                listed.append(only_read_operations["ListObjectsV2"] - before)
+                assert report.exported == n and report.errors == 0
+    finally:
+        bucket.close()
+    assert listed[0] == listed[1] == 3  # pages of 1,000, 1,000 and 1 objects
+    assert _recorded(tmp_path / "auto") == resolve_workers("auto")
+    assert _lines(tmp_path / "auto") == _lines(tmp_path / "two")

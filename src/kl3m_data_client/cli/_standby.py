@@ -4,7 +4,7 @@ A spawned worker spends ~0.5 s of CPU on its interpreter, imports and client bef
 exports anything. Started once the export knows its plan (after the client connects and the
 listing is peeked) that start-up is added to the run; started here, first thing, it overlaps
 the command's own start-up. ``export._auto.standby_workers`` says how many; the export
-adopts those it needs and the others are stopped (:class:`~kl3m_data_client.export._workers.Standby`).
+adopts those it needs and the others are stopped (``export._workers.Standby``).
 """
 
 from __future__ import annotations
