@@ -28,6 +28,7 @@ LABELS = {
     "ours-async": "ours: AsyncKL3MClient.stream_documents",
     "ours-sync": "ours: KL3MClient.stream_documents (blocking wrapper)",
     "ours-cli": "ours: kl3m-client export documents->JSONL, default options (whole process)",
+    "ours-cli-w1": "ours: kl3m-client export --workers 1 (whole process)",
     "ours-cli-w2": "ours: kl3m-client export --workers 2 (whole process)",
     "ours-export-1": "ours: client.export documents->JSONL, 1 worker (in process)",
     "ours-export-2": "ours: client.export documents->JSONL, 2 workers (in process)",
@@ -51,6 +52,7 @@ DEFAULT = (
 #: Also known (name them in ``--only``).
 OPTIONAL = (
     "s3fs",
+    "ours-cli-w1",
     "ours-export-1",
     "ours-export-2",
     "ours-export-parquet",
@@ -167,8 +169,8 @@ def run_client(
     why = missing(base) or (ours.plane_note(plane, cli=base == "ours-cli") if plane else None)
     if why:
         return {"not_run": why}
-    if base in ("ours-cli", "ours-cli-w2"):
-        workers = 2 if base == "ours-cli-w2" else None
+    if base in ("ours-cli", "ours-cli-w1", "ours-cli-w2"):
+        workers = {"ours-cli-w1": 1, "ours-cli-w2": 2}.get(base)
         return run_cli_export(endpoint, opts, workers=workers, plane=plane or None)
     if base == "ref":
         # the reference takes no endpoint argument: boto3 reads AWS_ENDPOINT_URL

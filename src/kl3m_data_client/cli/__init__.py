@@ -67,7 +67,16 @@ def make_client(args: argparse.Namespace) -> AsyncKL3MClient:
 
 
 async def _run(args: argparse.Namespace, ui: UI) -> int:
-    from kl3m_data_client.cli import _commands, _export
+    client = make_client(args)
+    if args.command == "export":
+        from kl3m_data_client.cli._standby import standby
+
+        with standby(client, args):  # worker processes start now, before the client connects
+            from kl3m_data_client.cli._export import cmd_export
+
+            async with client:
+                return await cmd_export(client, args, ui)
+    from kl3m_data_client.cli import _commands
 
     commands = {
         "list": _commands.cmd_list,
@@ -75,9 +84,8 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
         "documents": _commands.cmd_documents,
         "inspect": _commands.cmd_inspect,
         "get": _commands.cmd_get,
-        "export": _export.cmd_export,
     }
-    async with make_client(args) as client:
+    async with client:
         return await commands[args.command](client, args, ui)
 
 

@@ -17,14 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._errors import KL3MError
-from kl3m_data_client.cli._commands import (
-    EXIT_OK,
-    EXIT_PARTIAL,
-    UsageError,
-    cmd_list,
-    count_dataset,
-    print_status_table,
-)
+from kl3m_data_client.cli._common import EXIT_OK, EXIT_PARTIAL, UsageError
 from kl3m_data_client.cli._ui import UI, Progress, human_bytes
 from kl3m_data_client.export._options import OPTION_NAMES, ExportOptions
 from kl3m_data_client.export._outage import ExportStoppedError
@@ -264,6 +257,8 @@ def start_local_bucket(n_documents: int, ui: UI) -> Any:
 
 async def tour(client: AsyncKL3MClient, args: argparse.Namespace, ui: UI) -> int:
     """The demo's steps against ``client`` (a local bucket)."""
+    from kl3m_data_client.cli._commands import cmd_list, count_dataset, print_status_table
+
     out = Path(args.output)
     human = not ui.json_mode
     if human:

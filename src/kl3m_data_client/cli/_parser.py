@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|auto",
         type=parse_workers,
         help="exporters in parallel: a count, or 'auto' (the default: one per usable CPU, "
-        "at most 8; 1 for a small export)",
+        "at most 8; 1 below 2,000 documents)",
     )
     p.add_argument(
         "--no-resume",

@@ -19,6 +19,9 @@ AUTO_WORKERS_MAX = 8
 #: ``workers="auto"`` starts a worker per this many documents at most (a worker process
 #: costs an interpreter start and a client; a short export is faster in one process).
 AUTO_DOCUMENTS_PER_WORKER = 1000
+#: Worker processes ``kl3m-client export`` starts before it knows the size of an export with
+#: ``workers="auto"`` (see :func:`standby_workers`).
+AUTO_STANDBY = 1
 #: ``workers="auto"`` counts up to this many listed objects (or ids) before it starts: an
 #: export that ends before is a small one (see :func:`resolve_workers`).
 AUTO_LISTING_PEEK = 2 * AUTO_DOCUMENTS_PER_WORKER
@@ -83,3 +86,20 @@ def resolve_workers(
     if documents is not None:
         count = min(count, documents // AUTO_DOCUMENTS_PER_WORKER)
     return max(1, count)
+
+
+def standby_workers(
+    workers: Workers, *, deduplicate: bool = False, max_documents: int | None = None
+) -> int:
+    """Worker processes to start before an export knows its size (``kl3m-client export``
+    starts them before it connects, so their start-up overlaps its own).
+
+    A count: ``workers - 1``. ``"auto"``: ``min(resolve_workers("auto") - 1,`` :data:`AUTO_STANDBY`
+    ``)``. 0 with ``deduplicate`` or ``max_documents`` (one worker). The export adopts those
+    it needs and the others are stopped.
+    """
+    if deduplicate or max_documents is not None:
+        return 0
+    if workers == "auto":
+        return min(resolve_workers("auto") - 1, AUTO_STANDBY)
+    return resolve_workers(workers) - 1

@@ -2,7 +2,10 @@
 
 Worker 0 runs in the calling process, on its event loop with the caller's client (it is
 ready at once: no interpreter to start, no second client to create, ~0.4 s of CPU saved);
-workers 1..N-1 are spawned processes. Each worker has its own client (from the picklable
+workers 1..N-1 are spawned processes. A spawned worker imports the export and opens its
+client first, then reads its job (the plan and the destination) from its inbox: so workers
+can be started before the export knows its plan (:class:`Standby`, used by ``kl3m-client
+export`` to overlap their start-up with its own). Each worker has its own client (from the picklable
 :class:`ClientConfig`), its own stream ``w{j}`` in the manifest (updated under an
 inter-process lock), its own parts ``part-w{j}-*`` and its own ``errors-w{j}.jsonl``.
 Spawned workers send progress, completion or their exception on a queue; the parent sums
@@ -17,20 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import multiprocessing
 import pickle
 import queue as queue_module
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kl3m_data_client._config import ClientConfig
 from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
-from kl3m_data_client.export._auto import AUTO_LISTING_PEEK, resolve_workers
+from kl3m_data_client.export._auto import AUTO_LISTING_PEEK, processes_usable, resolve_workers
 from kl3m_data_client.export._client_api import factory_of
 from kl3m_data_client.export._items import Item, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
@@ -52,6 +56,8 @@ DEAL_DEPTH = 16
 
 #: One dealt item: (position, key, document_id, error, listed size).
 Dealt = tuple[int, str, str, "KL3MError | None", "int | None"]
+#: The first message of a spawned worker's inbox: its plan and destination (None: stop).
+Job = tuple[ExportPlan, str]
 
 
 async def _deal(
@@ -73,8 +79,7 @@ async def _deal(
     after = [point[0] for point in points]
     batches: list[list[Dealt]] = [[] for _ in send]
     if todo:
-        listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
-        async with closing(listing) as items:
+        async with closing(_listing(client, plan, start, outage)) as items:
             async for item in items:
                 j = worker_of(item.document_id, plan.shard, plan.workers)
                 last_key = after[j]
@@ -107,11 +112,12 @@ def _orphaned() -> bool:
     return parent is not None and not parent.is_alive()
 
 
-def _get(q: Any) -> list[Dealt] | None:
-    """The next batch from the parent; fails if the parent process is gone."""
+def _get(q: Any) -> Any:
+    """The next message from the parent (a job, a batch, None); fails if the parent process
+    is gone."""
     while True:
         try:
-            return q.get(timeout=1.0)  # type: ignore[no-any-return]
+            return q.get(timeout=1.0)
         except queue_module.Empty:
             if _orphaned():
                 raise ExportStoppedError("the exporting process is gone: worker stopped") from None
@@ -134,15 +140,7 @@ def _picklable(exc: BaseException, j: int) -> BaseException:
     return exc
 
 
-async def _work(
-    factory: ClientFactory,
-    config: ClientConfig,
-    plan: ExportPlan,
-    dest: Path,
-    j: int,
-    q: Any,
-    inbox: Any,
-) -> None:
+async def _work(factory: ClientFactory, config: ClientConfig, j: int, q: Any, inbox: Any) -> None:
     last = 0.0
 
     def on_update(counters: Counters, force: bool) -> None:
@@ -152,11 +150,20 @@ async def _work(
             last = now
             q.put(("progress", j, counters.as_dict()))
 
-    items = None if inbox is None else _dealt(lambda: asyncio.to_thread(_get, inbox))
-    with file_lock(dest / WORKERS_LOCK, shared=True):  # see _destination.DestinationLock.acquire
-        async with factory(config=config) as client:
+    async with factory(config=config) as client:  # ready before the job comes
+        job: Job | None = await asyncio.to_thread(_get, inbox)
+        if job is None:
+            return  # not needed (a standby worker the export did not use)
+        plan, dest = job
+        items = _dealt(lambda: asyncio.to_thread(_get, inbox)) if plan.ids is None else None
+        # see _destination.DestinationLock.acquire
+        with file_lock(Path(dest) / WORKERS_LOCK, shared=True):
+            if _orphaned():  # the parent died before this worker held the lock: write nothing
+                raise ExportStoppedError("the exporting process is gone: worker stopped")
             stream = asyncio.ensure_future(
-                run_stream(client, plan, dest, f"w{j}", (j, plan.workers), on_update, items=items)
+                run_stream(
+                    client, plan, Path(dest), f"w{j}", (j, plan.workers), on_update, items=items
+                )
             )
             counters = await _unless_orphaned(stream)
     q.put(("done", j, counters.as_dict()))
@@ -173,19 +180,11 @@ async def _unless_orphaned(stream: asyncio.Future[Counters]) -> Counters:
     return stream.result()
 
 
-def worker_main(
-    factory: ClientFactory,
-    config: ClientConfig,
-    plan: ExportPlan,
-    dest: str,
-    j: int,
-    q: Any,
-    inbox: Any = None,
-) -> None:
-    """Entry point of worker ``j`` (runs in a spawned process, with a client from ``factory``);
-    ``inbox``: its dealt items."""
+def worker_main(factory: ClientFactory, config: ClientConfig, j: int, q: Any, inbox: Any) -> None:
+    """Entry point of spawned worker ``j``: a client from ``factory``, then the job and the
+    dealt items from ``inbox``; progress, completion or its exception on ``q``."""
     try:
-        asyncio.run(_work(factory, config, plan, Path(dest), j, q, inbox))
+        asyncio.run(_work(factory, config, j, q, inbox))
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -221,22 +220,67 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             )
 
 
+@dataclass
+class _Peek:
+    """The items :func:`auto_workers` listed for ``plan``: the dealer starts with them."""
+
+    plan: ExportPlan  # the very plan auto_workers returned (compared by identity)
+    items: list[Item]
+    more: bool  # the listing goes on after the last of them
+
+
+#: The listing :func:`auto_workers` read before the workers start, for :func:`_deal`.
+_PEEK: contextvars.ContextVar[_Peek | None] = contextvars.ContextVar(
+    "kl3m_export_peek", default=None
+)
+
+
 async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -> ExportPlan:
     """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export.
 
     Explicit ids are counted; a listing is read up to :data:`AUTO_LISTING_PEEK` objects
     (one or two pages) before any worker starts, waiting through outages like the export's
-    own listing, so the count does not depend on a transient failure.
+    own listing, so the count does not depend on a transient failure. The dealer of a
+    listing with several workers starts with the items read here (the dataset is listed once).
     """
     if plan.workers == 1:
         return plan
-    documents = 0
-    async with closing(iter_items(client, plan, outage=outage)) as items:
-        async for item in items:
-            documents += 1
+    items: list[Item] = []
+    more = False
+    async with closing(iter_items(client, plan, outage=outage)) as listing:
+        async for item in listing:
+            items.append(item)
             if item.position >= AUTO_LISTING_PEEK:
-                return plan
-    return replace(plan, workers=resolve_workers("auto", documents=documents))
+                more = True
+                break
+    if not more:
+        plan = replace(plan, workers=resolve_workers("auto", documents=len(items)))
+    if plan.workers == 1:  # workers started ahead are not needed: stop them now
+        standby = _STANDBY.get()
+        if standby is not None and standby.fits(client):
+            await asyncio.to_thread(standby.discard)
+    elif plan.ids is None:
+        _PEEK.set(_Peek(plan, items, more))
+    return plan
+
+
+async def _listing(
+    client: ExportClient, plan: ExportPlan, start: tuple[str | None, int], outage: Outage
+) -> AsyncIterator[Item]:
+    """The items of ``plan`` after ``start``: those :func:`auto_workers` read for this very
+    plan first (a fresh start), then the listing after them."""
+    peek = _PEEK.get()
+    if peek is not None and peek.plan is plan and start == (None, 0):
+        items, peek.items = peek.items, []  # taken once
+        for item in items:
+            yield item
+        if not (peek.more and items):
+            return
+        start = (items[-1].key, items[-1].position)
+    listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
+    async with closing(listing) as rest:
+        async for item in rest:
+            yield item
 
 
 def _sender(inbox: Any, stop: threading.Event) -> Callable[[list[Dealt] | None], Awaitable[None]]:
@@ -280,6 +324,8 @@ async def _supervise(
         except queue_module.Empty:
             _check_alive(procs, done, dead_since)
             continue
+        if j not in procs:
+            continue  # a standby worker this export released
         if kind == "error":
             raise payload
         tracker.update(f"w{j}", Counters.from_dict(payload), force=kind == "done")
@@ -287,36 +333,124 @@ async def _supervise(
             done.add(j)
 
 
+class Standby:
+    """Spawned workers ``1..count`` of an export whose plan is not known yet.
+
+    Each starts at once (interpreter, imports, its own client) and then waits for its job;
+    an export run inside :meth:`ready` adopts them (:func:`run_workers`) instead of starting
+    its workers after its listing, so their start-up overlaps the caller's. Those it does not
+    need are stopped: all of them as soon as ``workers="auto"`` picks one worker
+    (:func:`auto_workers`), the spare ones when the export starts, the rest when
+    :meth:`ready` exits.
+    """
+
+    def __init__(self) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self._q: Any = None
+        self.procs: dict[int, Any] = {}
+        self.inboxes: dict[int, Any] = {}
+        self.factory: ClientFactory | None = None
+        self.config: ClientConfig | None = None
+        self.adopted = False  # an export took the workers: it stops them
+        self.discarded = False
+
+    @property
+    def q(self) -> Any:
+        """The workers' messages to the parent (made with the first worker: a multiprocessing
+        queue starts multiprocessing's resource tracker process)."""
+        if self._q is None:
+            self._q = self.ctx.Queue()
+        return self._q
+
+    def start(self, factory: ClientFactory, config: ClientConfig, j: int) -> None:
+        """Start worker ``j`` (a client from ``factory(config=config)``)."""
+        self.factory, self.config = factory, config
+        inbox = self.ctx.Queue(DEAL_DEPTH)
+        proc = self.ctx.Process(
+            target=worker_main,
+            args=(factory, config, j, self.q, inbox),
+            name=f"kl3m-export-w{j}",
+        )
+        self.procs[j], self.inboxes[j] = proc, inbox
+        proc.start()
+
+    def fits(self, client: ExportClient) -> bool:
+        """True if these workers were started for exports of ``client`` and are free."""
+        return (
+            not (self.adopted or self.discarded)
+            and self.factory is factory_of(client)
+            and self.config == client.config
+        )
+
+    def discard(self) -> None:
+        """Stop the workers now, unless an export adopted them (then it stops them)."""
+        if self.adopted or self.discarded:
+            return
+        self.discarded = True
+        _stop(list(self.procs.values()))
+        _close_queues(self.inboxes, self._q)
+
+    @classmethod
+    @contextlib.contextmanager
+    def ready(cls, client: ExportClient, count: int) -> Iterator[Standby]:
+        """Start ``count`` workers for exports of ``client`` now; stop the unused ones at
+        exit. Nothing is started where ``client`` cannot use worker processes."""
+        standby = cls()
+        if count > 0 and client._portable and processes_usable():
+            for j in range(1, count + 1):
+                standby.start(factory_of(client), client.config, j)
+        token = _STANDBY.set(standby)
+        try:
+            yield standby
+        finally:
+            _STANDBY.reset(token)
+            standby.discard()
+
+
+#: The :class:`Standby` workers of the export about to run in this context, if any.
+_STANDBY: contextvars.ContextVar[Standby | None] = contextvars.ContextVar(
+    "kl3m_export_standby", default=None
+)
+
+
+def _release(procs: dict[int, Any], inboxes: dict[int, Any]) -> None:
+    """Tell waiting workers they are not needed (they close their client and exit)."""
+    for j, inbox in inboxes.items():
+        if procs[j].pid is not None and procs[j].is_alive():
+            with contextlib.suppress(queue_module.Full, ValueError, OSError):
+                inbox.put_nowait(None)
+
+
 async def run_workers(
     client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
 ) -> None:
     """Run ``plan.workers`` workers to completion (or stop them all on failure).
 
-    Worker 0 runs here, on this loop and ``client``; the others are spawned processes.
+    Worker 0 runs here, on this loop and ``client``; the others are spawned processes (the
+    :class:`Standby` ones first, if this export runs inside :meth:`Standby.ready`).
     The listing and worker 0 share ``outage``; each spawned worker has its own clock.
     """
-    ctx = multiprocessing.get_context("spawn")
-    q: Any = ctx.Queue()
+    standby = _STANDBY.get()
+    if standby is None or not standby.fits(client):
+        standby = Standby()
+    standby.adopted = True
+    q = standby.q
     # explicit ids: each worker walks the list itself; a listing: the parent lists once
     listing = plan.ids is None
-    inboxes: dict[int, Any] = {
-        j: ctx.Queue(DEAL_DEPTH) if listing else None for j in range(1, plan.workers)
-    }
-    procs = {
-        j: ctx.Process(
-            target=worker_main,
-            args=(factory_of(client), client.config, plan, str(dest), j, q, inboxes[j]),
-            name=f"kl3m-export-w{j}",
-        )
-        for j in range(1, plan.workers)
-    }
+    spare = {j: standby.procs.pop(j) for j in list(standby.procs) if j >= plan.workers}
+    spare_inboxes = {j: standby.inboxes.pop(j) for j in spare}
+    procs, inboxes = standby.procs, standby.inboxes
     stop = threading.Event()
     local_inbox: asyncio.Queue[list[Dealt] | None] = asyncio.Queue(DEAL_DEPTH)
     local: asyncio.Task[Counters] | None = None
     dealer: asyncio.Task[None] | None = None
     try:
-        for p in procs.values():
-            await asyncio.to_thread(p.start)
+        _release(spare, spare_inboxes)
+        for j in range(1, plan.workers):
+            if j not in procs:
+                await asyncio.to_thread(standby.start, factory_of(client), client.config, j)
+        for j in range(1, plan.workers):
+            inboxes[j].put_nowait((plan, str(dest)))  # its first message: an empty queue
         if listing:
             senders = [
                 local_inbox.put,
@@ -338,6 +472,8 @@ async def run_workers(
         await _supervise(q, procs, local, dealer, tracker)
     finally:
         stop.set()
+        procs.update(spare)
+        inboxes.update(spare_inboxes)
         await _finish(asyncio.ensure_future(_shutdown([dealer, local], procs, inboxes, q)))
 
 
@@ -350,13 +486,18 @@ async def _shutdown(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     await asyncio.to_thread(_stop, list(procs.values()))
+    _close_queues(inboxes, q)
+
+
+def _close_queues(inboxes: dict[int, Any], q: Any) -> None:
+    """Close the queues of stopped workers (what is still queued is dropped)."""
     for inbox in inboxes.values():
-        if inbox is not None:  # its worker is stopped: what is still queued is dropped
-            inbox.close()
-            inbox.cancel_join_thread()
-    q.close()
-    with contextlib.suppress(Exception):
-        q.join_thread()
+        inbox.close()
+        inbox.cancel_join_thread()
+    if q is not None:
+        q.close()
+        with contextlib.suppress(Exception):
+            q.join_thread()
 
 
 async def _finish(task: asyncio.Future[None]) -> None:
