@@ -91,7 +91,7 @@ def _dumps(record: Record) -> str:
     return json_text(record, separators=COMPACT, ensure_ascii=False)
 
 
-# -- the optional orjson fast path (``pip install kl3m-data-client[fast]``) ----------------
+# -- the orjson fast path (a dependency; the stdlib path where it is missing) -------------
 # orjson writes the very bytes of ``_dumps(record).encode()`` (compact separators, UTF-8,
 # the same escapes: checked over every code point) for JSON made of exact str / int (64-bit)
 # / bool / None / list / dict-with-str-keys values, 6-10x faster. Anything else -- floats
