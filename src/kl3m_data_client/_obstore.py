@@ -202,8 +202,11 @@ class ObstorePlane:
         return addressable(key) and os.getpid() == self._pid
 
     def close(self) -> None:
-        """Release the guard's port."""
+        """Release the guard's port, and obstore's store (its pooled connections and the
+        credential provider its threads call) now, while the interpreter runs: not at exit,
+        where a runtime thread still holding them could meet a finalizing interpreter."""
         self.guard.close()
+        self._object_store = None
 
     async def get(
         self, key: str, limit: int, admit: Callable[[int], bool] | None
