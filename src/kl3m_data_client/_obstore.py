@@ -9,9 +9,10 @@ NoSuchKey`` -- and hands every other outcome to the aiobotocore path by raising
 error). So obstore never retries (``max_retries=0``): retries, their backoff and their limits
 are those of botocore and the store, one policy for both planes.
 
-* Credentials: explicit keys are given to obstore as they are; otherwise the aiobotocore
-  session lends its credentials through obstore's credential-provider hook
-  (``_credentials.SessionCredentials``), so they refresh by botocore's rules.
+* Credentials: explicit keys, and static ones the session found (environment, shared
+  file), are given to obstore as they are; refreshable ones are lent through obstore's
+  credential-provider hook (``_credentials.SessionCredentials``), so they refresh by
+  botocore's rules.
 * Redirects: obstore follows them to any host, so its proxy is ``_guard.DeadEnd`` for
   every host but the endpoint's: a request for another host is refused before it is sent.
 * Admission: ``admit`` (the memory budget) and ``max_object_bytes`` are checked against the
@@ -32,6 +33,8 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from botocore.credentials import RefreshableCredentials
 
 from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._credentials import SessionCredentials
@@ -176,7 +179,14 @@ async def _store_options(
         credentials = await session.get_credentials()
         if credentials is None:  # aiobotocore raises the usual NoCredentialsError
             return None, "botocore found no credentials"
-        options["credential_provider"] = SessionCredentials(credentials)
+        if isinstance(credentials, RefreshableCredentials):
+            options["credential_provider"] = SessionCredentials(credentials)
+        else:  # static (environment, shared file): no callback from obstore's threads
+            frozen = await credentials.get_frozen_credentials()
+            options["access_key_id"] = frozen.access_key
+            options["secret_access_key"] = frozen.secret_key
+            if frozen.token:
+                options["token"] = frozen.token
     return options, None
 
 
