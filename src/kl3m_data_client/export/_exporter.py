@@ -204,7 +204,6 @@ async def _run(
             None,
             lambda c, force: tracker.update("", c, force=force),
             outage=outage,
-            live=tracker.callback is not None,
         )
     else:
         await run_workers(client, plan, dest, tracker, outage)

@@ -275,34 +275,6 @@ def _fetcher(
     return fetch
 
 
-def _fetched(
-    client: ExportClient,
-    plan: ExportPlan,
-    *,
-    start_after: str | None,
-    position: int,
-    sub_shard: tuple[int, int] | None,
-    items: AsyncIterator[Item] | None,
-    outage: Outage | None,
-    encode: bool,
-) -> AsyncIterator[tuple[Lease, Outcome]]:
-    """``(lease, outcome)`` of every item, ``max_concurrency`` fetches at a time, in order."""
-    if outage is None:
-        outage = Outage(plan.outage_timeout)
-    if items is None:
-        items = iter_items(
-            client,
-            plan,
-            start_after=start_after,
-            position=position,
-            sub_shard=sub_shard,
-            outage=outage,
-        )
-    fetch = _fetcher(client, plan, outage, encode=encode)
-    budget = Budget(max(1, plan.memory_budget // plan.workers))
-    return budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)
-
-
 def iter_outcomes(
     client: ExportClient,
     plan: ExportPlan,
@@ -323,7 +295,7 @@ def iter_outcomes(
     over instead).
     """
     return released_in_turn(
-        _fetched(
+        iter_leased_outcomes(
             client,
             plan,
             start_after=start_after,
@@ -350,13 +322,17 @@ def iter_leased_outcomes(
     """:func:`iter_outcomes` as ``(lease, outcome)`` pairs: each outcome holds its bytes in
     the memory budget until the caller calls ``lease.release()`` (a part writer keeps them
     until the batch that holds the record is written)."""
-    return _fetched(
-        client,
-        plan,
-        start_after=start_after,
-        position=position,
-        sub_shard=sub_shard,
-        items=items,
-        outage=outage,
-        encode=encode,
-    )
+    if outage is None:
+        outage = Outage(plan.outage_timeout)
+    if items is None:
+        items = iter_items(
+            client,
+            plan,
+            start_after=start_after,
+            position=position,
+            sub_shard=sub_shard,
+            outage=outage,
+        )
+    fetch = _fetcher(client, plan, outage, encode=encode)
+    budget = Budget(max(1, plan.memory_budget // plan.workers))
+    return budgeted_map(items, fetch, window=plan.max_concurrency, budget=budget)

@@ -149,7 +149,6 @@ class StreamRunner:
         seen: SeenSet | None,
         errors_fh: IO[bytes],
         on_update: Callable[[Counters, bool], None] | None,
-        live: bool = True,
     ) -> None:
         self.client = client
         self.plan = plan
@@ -160,7 +159,6 @@ class StreamRunner:
         self.seen = seen
         self.errors_fh = errors_fh
         self.on_update = on_update
-        self.live = live  # on_update after every document, not only at the start and end
         self.writer: PartWriter | None = None
         self.busy = False  # a thread is using ``writer``
         self.write_task: asyncio.Future[None] | None = None
@@ -178,7 +176,6 @@ class StreamRunner:
         stream: str,
         state: StreamState,
         on_update: Callable[[Counters, bool], None] | None,
-        live: bool = True,
     ) -> StreamRunner:
         """A runner of the loaded (unfinished) ``state``, its seen-set and errors file open."""
         seen: SeenSet | None = None
@@ -187,7 +184,7 @@ class StreamRunner:
         errors_fh: IO[bytes] = await in_thread(
             open, dest / errors_name(stream), "ab", discard=lambda fh: fh.close()
         )
-        return cls(client, plan, dest, stream, state, seen, errors_fh, on_update, live)
+        return cls(client, plan, dest, stream, state, seen, errors_fh, on_update)
 
     async def run(
         self,
@@ -235,7 +232,7 @@ class StreamRunner:
         counters, plan, seen = self.counters, self.plan, self.seen
         limit, per_part = plan.max_documents, plan.records_per_part
         leases = self.batch_leases
-        update = self.on_update if self.live else None
+        update = self.on_update
         async with closing(outcomes) as stream_outcomes:
             async for lease, oc in stream_outcomes:
                 item, record = oc.item, oc.record
@@ -375,15 +372,11 @@ async def run_stream(
     on_update: Callable[[Counters, bool], None] | None = None,
     items: AsyncIterator[Item] | None = None,
     outage: Outage | None = None,
-    *,
-    live: bool = True,
 ) -> Counters:
     """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
 
     ``items``: the stream's items after its checkpoint, when the caller lists for it;
-    ``outage``: the run's outage clock (shared with the caller's listing); ``live``: call
-    ``on_update`` after every document (else only with the counters it starts and ends
-    with: nobody watches the progress).
+    ``outage``: the run's outage clock (shared with the caller's listing).
     A systemic failure that outlasts the outage clock raises ExportStoppedError: the open
     part is dropped and the manifest stays at the last finished part (a rerun resumes).
     """
@@ -392,7 +385,7 @@ async def run_stream(
         on_update(state.counters, True)
     if state.complete:
         return state.counters
-    runner = await StreamRunner.open(client, plan, dest, stream, state, on_update, live)
+    runner = await StreamRunner.open(client, plan, dest, stream, state, on_update)
     return await runner.run(
         sub_shard, items, outage if outage is not None else Outage(plan.outage_timeout)
     )
