@@ -708,6 +708,28 @@ def test_export_jsonl_json_and_resume(b: LocalBucket, ep: str, tmp_path: Path) -
     assert "overwrite" in one_error_line(proc)
 
 
+def test_export_quiet_reads_no_dataset_index(b: LocalBucket, tmp_path: Path) -> None:
+    """The index is read only for the progress total: ``--quiet`` shows none, so the export
+    does not GET it (seen at a proxy in front of the bucket)."""
+    from kl3m_data_client.testing._faults import FaultPlan, RequestInfo, run_fault_proxy
+
+    paths: list[str] = []
+
+    def record(info: RequestInfo) -> None:
+        paths.append(info.path)
+
+    with run_fault_proxy(b.endpoint_url, FaultPlan(0.0, credential_check=record)) as proxy:
+        index_gets = []
+        for flags in ([], ["--quiet"]):
+            paths.clear()
+            dest = tmp_path / f"out{len(flags)}"
+            proc = run("export", "usc", str(dest), *flags, endpoint=proxy.endpoint_url)
+            assert proc.returncode == 0, proc.stderr
+            assert any("/documents/usc/" in path for path in paths)
+            index_gets.append(sum("/index/usc" in path for path in paths))
+    assert index_gets == [1, 0]
+
+
 def test_export_parquet_ids_shard(b: LocalBucket, ep: str, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -537,3 +537,39 @@ def test_export_waits_for_workers_of_a_killed_run(kl3m_corpus_bucket: Any, tmp_p
         run.join(60)
     assert len(result) == 1 and not result[0].partial
     assert result[0].exported == len(kl3m_corpus_bucket.corpus.dataset_documents(DATASET))
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+async def test_progress_total_leaves_an_index_too_big_to_hold_unread(
+    kl3m_server: Any, tmp_path: Path, gzipped: bool
+) -> None:
+    """The progress total comes from the dataset index only up to PROGRESS_INDEX_MAX_BYTES
+    (stored, and inflated for a gzip index): a bigger one gives no total, not a parse of a
+    huge key list; the export itself is not affected."""
+    from kl3m_data_client._keys import index_key
+    from kl3m_data_client.export._exporter import PROGRESS_INDEX_MAX_BYTES
+    from kl3m_data_client.testing import encode_index_object
+
+    b = kl3m_server.create_bucket(n_documents=12, seed=21)
+    try:
+        dataset = sorted({d.dataset_id for d in b.corpus.documents})[0]
+        prefix = f"documents/{dataset}/"
+        keys = sorted(k for k in b.corpus.objects if k.startswith(prefix))
+        filler = [f"{prefix}made-up/{i:09d}.json" for i in range(PROGRESS_INDEX_MAX_BYTES // 40)]
+        totals: list[int | None] = []
+        for listed in (keys + filler, keys):
+            index = encode_index_object(dataset, listed, gzipped=gzipped)
+            await b.put_objects_async({index_key(dataset): index})
+            seen: list[ExportProgress] = []
+            async with AsyncKL3MClient(**b.client_kwargs()) as client:
+                report = await client.export(
+                    dataset,
+                    tmp_path / f"out-{len(listed)}",
+                    stage="documents",
+                    progress=seen.append,
+                )
+            assert report.exported + report.skipped + report.errors == len(keys)
+            totals.append(seen[-1].total)
+        assert totals == [None, len(keys)]
+    finally:
+        b.close()

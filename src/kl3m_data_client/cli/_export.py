@@ -68,12 +68,12 @@ async def run_export(
     *,
     label: str | None = None,
 ) -> ExportReport:
-    """Call ``client.export`` with a progress display; returns the ExportReport."""
+    """Call ``client.export`` with a progress display; returns the ExportReport. With
+    ``--quiet`` the export gets no progress callback (and reads no dataset index for a total)."""
     progress = ui.progress(label or f"exporting {dataset_id}", "docs")
+    callback = None if ui.quiet else _ProgressCallback(progress)
     try:
-        return await client.export(
-            dataset_id, destination, options, progress=_ProgressCallback(progress)
-        )
+        return await client.export(dataset_id, destination, options, progress=callback)
     finally:
         progress.close()
 

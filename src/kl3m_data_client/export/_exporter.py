@@ -20,10 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._errors import (
     InvalidInputError,
     KL3MError,
 )
+from kl3m_data_client._formats import decode_index
+from kl3m_data_client._keys import index_key
+from kl3m_data_client._sizes import MiB
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._auto import processes_usable
 from kl3m_data_client.export._destination import (
@@ -159,15 +163,28 @@ def _recovered(c: Counters) -> Counters:
     return Counters(c.exported, c.skipped, c.duplicates, -moved, c.bytes_in, c.bytes_out)
 
 
+#: The largest dataset index an export reads for its progress total, as stored and as JSON
+#: text (~250,000 keys). A bigger index is left unread: the progress then has no total,
+#: rather than the whole key list of a large dataset in memory and its parse on the CPU.
+PROGRESS_INDEX_MAX_BYTES = 16 * MiB
+
+
 async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker) -> None:
-    """The expected document count from the dataset index (progress only; failures ignored)."""
+    """The expected document count from the dataset index (progress only; failures ignored,
+    an index over :data:`PROGRESS_INDEX_MAX_BYTES` is closed unread)."""
     if plan.ids is not None or plan.shard is not None:
         return
+    key = index_key(plan.dataset_id, plan.key_prefix)
+    limits = client.config.limits
+    limits = replace(
+        limits, max_inflated_bytes=min(limits.max_inflated_bytes, PROGRESS_INDEX_MAX_BYTES)
+    )
     try:
-        index = await client.get_dataset_index(plan.dataset_id, plan.key_prefix)
-    except KL3MError:
-        return
-    if index is None:
+        data = await client._store.get(key, admit=lambda size: size <= PROGRESS_INDEX_MAX_BYTES)
+        if data is None or len(data) > PROGRESS_INDEX_MAX_BYTES:  # (a body without a length)
+            return
+        index = await asyncio.to_thread(decode_index, key, data, plan.dataset_id, limits)
+    except (KL3MError, NeedRoom):
         return
     total = index.metadata.count or len(index.objects)
     if plan.max_documents is not None:
