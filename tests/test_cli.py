@@ -194,6 +194,56 @@ def test_version() -> None:
     assert proc.stdout.strip() == f"kl3m-client {__version__}"
 
 
+_TORN_DOWN = """
+import sys
+from kl3m_data_client.cli import console
+
+class Witness:
+    def __del__(self):
+        print("torn down", flush=True)
+
+witness = Witness()
+sys.argv[1:] = {args!r}
+console()
+"""
+
+
+@pytest.mark.parametrize(("args", "status"), [(["--version"], 0), (["nope"], 2)])
+def test_console_exits_without_tearing_the_interpreter_down(args: list[str], status: int) -> None:
+    """The program's exit skips the interpreter's teardown (a module global's finaliser never
+    runs) but keeps the status and everything written to stdout and stderr."""
+    from kl3m_data_client import __version__
+
+    code = _TORN_DOWN.format(args=args)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+    assert proc.returncode == status, proc.stderr
+    assert "torn down" not in proc.stdout
+    if status == 0:
+        assert proc.stdout == f"kl3m-client {__version__}\n"
+    else:
+        assert "invalid choice: 'nope'" in proc.stderr
+    # the same script without console(): the witness is finalised at teardown
+    plain = subprocess.run(
+        [sys.executable, "-c", code.replace("console()", "pass")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert plain.stdout == "torn down\n"
+
+
+def test_console_output_is_complete_through_a_pipe(b: LocalBucket, ep: str) -> None:
+    """A long --json output of the program equals the in-process one, byte for byte."""
+    args = ("documents", "usc", "--stage", "representations", "--json")
+    inside = run(*args, endpoint=ep)
+    program = run(*args, endpoint=ep, process=True)
+    assert program.returncode == inside.returncode == 0, program.stderr
+    assert len(program.stdout) > 1000 and program.stdout == inside.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -1,5 +1,5 @@
 """``python -m kl3m_data_client.cli``: same as ``kl3m-client``."""
 
-from kl3m_data_client.cli import main
+from kl3m_data_client.cli import console
 
-raise SystemExit(main())
+console()
