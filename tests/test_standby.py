@@ -122,13 +122,9 @@ def test_cli_export_with_early_workers_leaves_no_process(
     assert _recorded(tmp_path / "w") == (2 if workers else 1)  # auto: a small export
 
 
-async def test_auto_lists_a_big_dataset_once(
-    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
-) -> None:
-    """``workers="auto"`` reads the first 2,000 objects to choose; its dealer starts with
-    them, so the dataset is listed as often as with an explicit worker count (once)."""
-    n = AUTO_LISTING_PEEK + 1
-    objects = {
+def _big_dataset(n: int) -> dict[str, bytes]:
+    """``n`` small text documents of the dataset ``big``."""
+    return {
         f"documents/big/{i:05d}.json": encode_document_object(
             {"identifier": f"big-{i}", "format": "text/plain"},
             f"document {i}".encode(),
@@ -137,7 +133,37 @@ async def test_auto_lists_a_big_dataset_once(
         )
         for i in range(n)
     }
-    bucket = kl3m_server.create_bucket(objects=objects)
+
+
+async def test_auto_lists_a_small_dataset_once(
+    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
+) -> None:
+    """A dataset that ``workers="auto"`` reads to its end before choosing one worker is
+    exported from what it read: listed once, as with ``workers=1``."""
+    n = AUTO_LISTING_PEEK - 500
+    bucket = kl3m_server.create_bucket(objects=_big_dataset(n))
+    try:
+        listed: list[int] = []
+        async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
+            for name, workers in (("one", 1), ("auto", "auto")):
+                before = only_read_operations["ListObjectsV2"]
+                report = await client.export("big", tmp_path / name, workers=workers)
+                listed.append(only_read_operations["ListObjectsV2"] - before)
+                assert report.exported == n and report.errors == 0
+    finally:
+        bucket.close()
+    assert listed == [2, 2]  # pages of 1,000 and 500 objects
+    assert _recorded(tmp_path / "auto") == 1
+    assert _lines(tmp_path / "auto") == _lines(tmp_path / "one")
+
+
+async def test_auto_lists_a_big_dataset_once(
+    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
+) -> None:
+    """``workers="auto"`` reads the first 2,000 objects to choose; its dealer starts with
+    them, so the dataset is listed as often as with an explicit worker count (once)."""
+    n = AUTO_LISTING_PEEK + 1
+    bucket = kl3m_server.create_bucket(objects=_big_dataset(n))
     try:
         listed: list[int] = []
         async with AsyncKL3MClient(**bucket.client_kwargs()) as client:

@@ -39,7 +39,7 @@ from kl3m_data_client.export._destination import (
     recorded_workers,
     resolve_destination,
 )
-from kl3m_data_client.export._items import Tracker, iter_outcomes
+from kl3m_data_client.export._items import Peek, Tracker, iter_outcomes
 from kl3m_data_client.export._manifest import Manifest
 from kl3m_data_client.export._options import ExportOptions, ExportPlan, make_plan, merge_options
 from kl3m_data_client.export._outage import Outage
@@ -141,8 +141,9 @@ async def _export_plan(
     dataset_id: str,
     destination: str | os.PathLike[str],
     opts: ExportOptions,
-) -> tuple[ExportPlan, Outage]:
-    """The plan of an export (``workers="auto"`` resolved) and its outage clock."""
+) -> tuple[ExportPlan, Outage, Peek | None]:
+    """The plan of an export (``workers="auto"`` resolved), its outage clock and the items
+    ``workers="auto"`` listed to decide (the export starts with them)."""
     if opts.workers == "auto" and opts.resume and not opts.overwrite:
         recorded = await asyncio.to_thread(recorded_workers, destination)
         if recorded is not None:
@@ -150,9 +151,10 @@ async def _export_plan(
     processes = client._portable and processes_usable()
     plan = _plan(client, dataset_id, opts, processes=processes)
     outage = Outage(plan.outage_timeout)
+    peek = None
     if opts.workers == "auto":
-        plan = await auto_workers(client, plan, outage)
-    return plan, outage
+        plan, peek = await auto_workers(client, plan, outage)
+    return plan, outage, peek
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -210,6 +212,7 @@ async def _run(
     dest: Path,
     tracker: Tracker,
     outage: Outage,
+    peek: Peek | None,
 ) -> Manifest:
     """Export what the (unfinished) export in ``dest`` still lacks; its completed manifest."""
     if plan.workers == 1:
@@ -221,9 +224,10 @@ async def _run(
             None,
             lambda c, force: tracker.update("", c, force=force),
             outage=outage,
+            peek=peek,
         )
     else:
-        await run_workers(client, plan, dest, tracker, outage)
+        await run_workers(client, plan, dest, tracker, outage, peek)
     return await asyncio.to_thread(finalize_export, dest, plan)
 
 
@@ -262,7 +266,7 @@ async def export(
     (a retry round: see ``docs/export.md``).
     """
     opts = merge_options(options, changes)
-    plan, outage = await _export_plan(client, dataset_id, destination, opts)
+    plan, outage, peek = await _export_plan(client, dataset_id, destination, opts)
     resume, overwrite, retry_errors = opts.resume, opts.overwrite, opts.retry_errors
     dest = await asyncio.to_thread(resolve_destination, destination)
     tracker = Tracker(progress)
@@ -276,7 +280,7 @@ async def export(
         if not manifest.get("complete"):
             if progress is not None:
                 total_task = asyncio.create_task(_fetch_total(client, plan, tracker))
-            manifest = await _run(client, plan, dest, tracker, outage)
+            manifest = await _run(client, plan, dest, tracker, outage, peek)
         else:
             await asyncio.to_thread(repair_errors, dest, manifest)
         if retry_errors:

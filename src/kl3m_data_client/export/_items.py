@@ -131,6 +131,15 @@ class Outcome:
     line: bytes | None = None
 
 
+@dataclass(slots=True)
+class Peek:
+    """The first items of a plan's listing, read before the export started (to size
+    ``workers="auto"``): :func:`iter_items` yields them again instead of listing them twice."""
+
+    items: list[Item]
+    more: bool  # the listing goes on after the last of them
+
+
 def error_line(key: str, stage: str, exc: KL3MError) -> bytes:
     """The ``errors.jsonl`` line of a failed object: key, stage, reason, error (the class
     name) and status (HTTP) when known."""
@@ -153,15 +162,25 @@ async def iter_items(
     position: int = 0,
     sub_shard: tuple[int, int] | None = None,
     outage: Outage | None = None,
+    peek: Peek | None = None,
 ) -> AsyncIterator[Item]:
     """The documents to export, in listing (or given) order, restricted to the shard.
 
     ``position`` counts every input item before the shard filter; a listing resumes with
     ``start_after`` (S3 StartAfter), explicit ids by skipping ``position`` items. A listing
     that fails systemically waits on ``outage`` and continues after the last key it listed.
+    A listing from the start begins with ``peek`` (this plan's first items, already read)
+    and lists only what follows them.
     """
     if outage is None:
         outage = Outage(plan.outage_timeout)
+    if peek is not None and plan.ids is None and start_after is None and position == 0:
+        for item in peek.items:
+            if in_shard(item.document_id, None, sub_shard):
+                yield item
+        if not (peek.more and peek.items):
+            return
+        start_after, position = peek.items[-1].key, peek.items[-1].position
     stage = Stage(plan.stage)
     if plan.ids is not None:
         for index, raw_id in enumerate(plan.ids):

@@ -17,7 +17,14 @@ from kl3m_data_client._errors import (
     InvalidInputError,
 )
 from kl3m_data_client._stream import closing, in_thread
-from kl3m_data_client.export._items import Item, Outcome, error_line, iter_leased_outcomes
+from kl3m_data_client.export._items import (
+    Item,
+    Outcome,
+    Peek,
+    error_line,
+    iter_items,
+    iter_leased_outcomes,
+)
 from kl3m_data_client.export._manifest import (
     DATA_DIR,
     Manifest,
@@ -372,11 +379,13 @@ async def run_stream(
     on_update: Callable[[Counters, bool], None] | None = None,
     items: AsyncIterator[Item] | None = None,
     outage: Outage | None = None,
+    peek: Peek | None = None,
 ) -> Counters:
     """Export one stream into ``dest`` (resuming it from the manifest); returns its counters.
 
     ``items``: the stream's items after its checkpoint, when the caller lists for it;
-    ``outage``: the run's outage clock (shared with the caller's listing).
+    ``outage``: the run's outage clock (shared with the caller's listing); ``peek``: the
+    first items of the listing, already read (used when the stream starts from the beginning).
     A systemic failure that outlasts the outage clock raises ExportStoppedError: the open
     part is dropped and the manifest stays at the last finished part (a rerun resumes).
     """
@@ -385,7 +394,17 @@ async def run_stream(
         on_update(state.counters, True)
     if state.complete:
         return state.counters
+    if outage is None:
+        outage = Outage(plan.outage_timeout)
+    if items is None and peek is not None:
+        items = iter_items(
+            client,
+            plan,
+            start_after=state.last_key,
+            position=state.position,
+            sub_shard=sub_shard,
+            outage=outage,
+            peek=peek,
+        )
     runner = await StreamRunner.open(client, plan, dest, stream, state, on_update)
-    return await runner.run(
-        sub_shard, items, outage if outage is not None else Outage(plan.outage_timeout)
-    )
+    return await runner.run(sub_shard, items, outage)

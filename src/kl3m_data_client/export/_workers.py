@@ -27,7 +27,7 @@ import queue as queue_module
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from kl3m_data_client._errors import KL3MError
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._auto import AUTO_LISTING_PEEK, processes_usable, resolve_workers
 from kl3m_data_client.export._client_api import factory_of
-from kl3m_data_client.export._items import Item, Tracker, iter_items
+from kl3m_data_client.export._items import Item, Peek, Tracker, iter_items
 from kl3m_data_client.export._manifest import WORKERS_LOCK, file_lock
 from kl3m_data_client.export._options import ExportPlan
 from kl3m_data_client.export._outage import ExportStoppedError, Outage
@@ -66,8 +66,10 @@ async def _deal(
     dest: Path,
     send: list[Callable[[list[Dealt] | None], Awaitable[None]]],
     outage: Outage,
+    peek: Peek | None = None,
 ) -> None:
-    """List the dataset once; send worker ``j`` the items of its shard after its checkpoint."""
+    """List the dataset once (starting with ``peek``, the items already read, on a fresh
+    start); send worker ``j`` the items of its shard after its checkpoint."""
     from kl3m_data_client.export._records import worker_of
 
     points = [await asyncio.to_thread(resume_point, dest, f"w{j}") for j in range(len(send))]
@@ -79,7 +81,10 @@ async def _deal(
     after = [point[0] for point in points]
     batches: list[list[Dealt]] = [[] for _ in send]
     if todo:
-        async with closing(_listing(client, plan, start, outage)) as items:
+        listing = iter_items(
+            client, plan, start_after=start[0], position=start[1], outage=outage, peek=peek
+        )
+        async with closing(listing) as items:
             async for item in items:
                 j = worker_of(item.document_id, plan.shard, plan.workers)
                 last_key = after[j]
@@ -220,31 +225,18 @@ def _check_alive(procs: dict[int, Any], done: set[int], dead_since: dict[int, fl
             )
 
 
-@dataclass
-class _Peek:
-    """The items :func:`auto_workers` listed for ``plan``: the dealer starts with them."""
-
-    plan: ExportPlan  # the very plan auto_workers returned (compared by identity)
-    items: list[Item]
-    more: bool  # the listing goes on after the last of them
-
-
-#: The listing :func:`auto_workers` read before the workers start, for :func:`_deal`.
-_PEEK: contextvars.ContextVar[_Peek | None] = contextvars.ContextVar(
-    "kl3m_export_peek", default=None
-)
-
-
-async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -> ExportPlan:
-    """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export.
+async def auto_workers(
+    client: ExportClient, plan: ExportPlan, outage: Outage
+) -> tuple[ExportPlan, Peek | None]:
+    """``plan`` (resolved from ``workers="auto"``) with fewer workers for a small export,
+    and the listing read to decide (the export starts with those items: listed once).
 
     Explicit ids are counted; a listing is read up to :data:`AUTO_LISTING_PEEK` objects
     (one or two pages) before any worker starts, waiting through outages like the export's
-    own listing, so the count does not depend on a transient failure. The dealer of a
-    listing with several workers starts with the items read here (the dataset is listed once).
+    own listing, so the count does not depend on a transient failure.
     """
     if plan.workers == 1:
-        return plan
+        return plan, None
     items: list[Item] = []
     more = False
     async with closing(iter_items(client, plan, outage=outage)) as listing:
@@ -259,28 +251,7 @@ async def auto_workers(client: ExportClient, plan: ExportPlan, outage: Outage) -
         standby = _STANDBY.get()
         if standby is not None and standby.fits(client):
             await asyncio.to_thread(standby.discard)
-    elif plan.ids is None:
-        _PEEK.set(_Peek(plan, items, more))
-    return plan
-
-
-async def _listing(
-    client: ExportClient, plan: ExportPlan, start: tuple[str | None, int], outage: Outage
-) -> AsyncIterator[Item]:
-    """The items of ``plan`` after ``start``: those :func:`auto_workers` read for this very
-    plan first (a fresh start), then the listing after them."""
-    peek = _PEEK.get()
-    if peek is not None and peek.plan is plan and start == (None, 0):
-        items, peek.items = peek.items, []  # taken once
-        for item in items:
-            yield item
-        if not (peek.more and items):
-            return
-        start = (items[-1].key, items[-1].position)
-    listing = iter_items(client, plan, start_after=start[0], position=start[1], outage=outage)
-    async with closing(listing) as rest:
-        async for item in rest:
-            yield item
+    return plan, (Peek(items, more) if plan.ids is None else None)
 
 
 def _sender(inbox: Any, stop: threading.Event) -> Callable[[list[Dealt] | None], Awaitable[None]]:
@@ -422,7 +393,12 @@ def _release(procs: dict[int, Any], inboxes: dict[int, Any]) -> None:
 
 
 async def run_workers(
-    client: ExportClient, plan: ExportPlan, dest: Path, tracker: Tracker, outage: Outage
+    client: ExportClient,
+    plan: ExportPlan,
+    dest: Path,
+    tracker: Tracker,
+    outage: Outage,
+    peek: Peek | None = None,
 ) -> None:
     """Run ``plan.workers`` workers to completion (or stop them all on failure).
 
@@ -456,7 +432,7 @@ async def run_workers(
                 local_inbox.put,
                 *(_sender(inboxes[j], stop) for j in range(1, plan.workers)),
             ]
-            dealer = asyncio.create_task(_deal(client, plan, dest, senders, outage))
+            dealer = asyncio.create_task(_deal(client, plan, dest, senders, outage, peek))
         local = asyncio.create_task(
             run_stream(
                 client,
