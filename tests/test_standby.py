@@ -135,45 +135,31 @@ def _big_dataset(n: int) -> dict[str, bytes]:
     }
 
 
-async def test_auto_lists_a_small_dataset_once(
-    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
+@pytest.mark.parametrize(
+    ("n", "explicit", "pages"),
+    [
+        (AUTO_LISTING_PEEK - 500, 1, 2),  # pages of 1,000 and 500: one worker
+        (AUTO_LISTING_PEEK + 1, 2, 3),  # pages of 1,000, 1,000 and 1: the usable CPUs
+    ],
+)
+async def test_auto_lists_the_dataset_once(
+    kl3m_server: Any, tmp_path: Path, only_read_operations: Any, n: int, explicit: int, pages: int
 ) -> None:
-    """A dataset that ``workers="auto"`` reads to its end before choosing one worker is
-    exported from what it read: listed once, as with ``workers=1``."""
-    n = AUTO_LISTING_PEEK - 500
+    """``workers="auto"`` reads up to the first 2,000 objects to choose; the export starts
+    with them (the dealer of several workers, or the one stream), so the dataset is listed as
+    often as with an explicit worker count: once."""
     bucket = kl3m_server.create_bucket(objects=_big_dataset(n))
     try:
         listed: list[int] = []
         async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
-            for name, workers in (("one", 1), ("auto", "auto")):
+            for name, workers in (("explicit", explicit), ("auto", "auto")):
                 before = only_read_operations["ListObjectsV2"]
                 report = await client.export("big", tmp_path / name, workers=workers)
                 listed.append(only_read_operations["ListObjectsV2"] - before)
                 assert report.exported == n and report.errors == 0
     finally:
         bucket.close()
-    assert listed == [2, 2]  # pages of 1,000 and 500 objects
-    assert _recorded(tmp_path / "auto") == 1
-    assert _lines(tmp_path / "auto") == _lines(tmp_path / "one")
-
-
-async def test_auto_lists_a_big_dataset_once(
-    kl3m_server: Any, tmp_path: Path, only_read_operations: Any
-) -> None:
-    """``workers="auto"`` reads the first 2,000 objects to choose; its dealer starts with
-    them, so the dataset is listed as often as with an explicit worker count (once)."""
-    n = AUTO_LISTING_PEEK + 1
-    bucket = kl3m_server.create_bucket(objects=_big_dataset(n))
-    try:
-        listed: list[int] = []
-        async with AsyncKL3MClient(**bucket.client_kwargs()) as client:
-            for name, workers in (("two", 2), ("auto", "auto")):
-                before = only_read_operations["ListObjectsV2"]
-                report = await client.export("big", tmp_path / name, workers=workers)
-                listed.append(only_read_operations["ListObjectsV2"] - before)
-                assert report.exported == n and report.errors == 0
-    finally:
-        bucket.close()
-    assert listed[0] == listed[1] == 3  # pages of 1,000, 1,000 and 1 objects
-    assert _recorded(tmp_path / "auto") == resolve_workers("auto")
-    assert _lines(tmp_path / "auto") == _lines(tmp_path / "two")
+    assert listed == [pages, pages]
+    chosen = 1 if n < AUTO_LISTING_PEEK else resolve_workers("auto")
+    assert _recorded(tmp_path / "auto") == chosen
+    assert _lines(tmp_path / "auto") == _lines(tmp_path / "explicit")
