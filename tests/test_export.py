@@ -545,7 +545,8 @@ async def test_progress_total_leaves_an_index_too_big_to_hold_unread(
 ) -> None:
     """The progress total comes from the dataset index only up to PROGRESS_INDEX_MAX_BYTES
     (stored, and inflated for a gzip index): a bigger one gives no total, not a parse of a
-    huge key list; the export itself is not affected."""
+    huge key list; the export itself is not affected. (The export cancels a total still
+    being read when it ends, so the capped read is also checked on its own.)"""
     from kl3m_data_client._keys import index_key
     from kl3m_data_client.export._exporter import PROGRESS_INDEX_MAX_BYTES
     from kl3m_data_client.testing import encode_index_object
@@ -568,8 +569,13 @@ async def test_progress_total_leaves_an_index_too_big_to_hold_unread(
                     stage="documents",
                     progress=seen.append,
                 )
+                capped = await client._dataset_index(dataset, max_bytes=PROGRESS_INDEX_MAX_BYTES)
+                whole = await client.get_dataset_index(dataset)
             assert report.exported + report.skipped + report.errors == len(keys)
             totals.append(seen[-1].total)
+            assert whole is not None and whole.metadata.count == len(listed)
+            assert (capped is None) == (listed is not keys)
+            assert capped is None or capped.metadata.count == len(keys)
         assert totals == [None, len(keys)]
     finally:
         b.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._client_base import ClientBase, logger
-from kl3m_data_client._errors import InvalidInputError
+from kl3m_data_client._errors import InvalidInputError, SizeLimitExceededError
 from kl3m_data_client._formats import decode_index
 from kl3m_data_client._keys import (
     document_id_from_key,
@@ -195,11 +197,33 @@ class ListingClient(ClientBase):
         self, dataset_id: str, key_prefix: str | None = None
     ) -> DatasetIndex | None:
         """The dataset's index object (gzip or plain JSON), or None if it has none."""
+        return await self._dataset_index(dataset_id, key_prefix)
+
+    async def _dataset_index(
+        self, dataset_id: str, key_prefix: str | None = None, *, max_bytes: int | None = None
+    ) -> DatasetIndex | None:
+        """:meth:`get_dataset_index`; with ``max_bytes``, also None for an index larger than
+        that, stored or inflated (its body is closed unread when its length says so)."""
         key = index_key(dataset_id, key_prefix)
-        data = await self._store.get(key)
+        limits = self.config.limits
+        if max_bytes is None:
+            data = await self._store.get(key)
+        else:
+            limits = replace(limits, max_inflated_bytes=min(limits.max_inflated_bytes, max_bytes))
+            try:
+                data = await self._store.get(key, admit=lambda size: size <= max_bytes)
+            except NeedRoom:
+                return None
+            if data is not None and len(data) > max_bytes:  # a body without a length
+                return None
         if data is None:
             return None
-        index: DatasetIndex = await self._decode(
-            len(data), decode_index, key, data, dataset_id, self.config.limits
-        )
+        try:
+            index: DatasetIndex = await self._decode(
+                len(data), decode_index, key, data, dataset_id, limits
+            )
+        except SizeLimitExceededError:
+            if max_bytes is None:
+                raise
+            return None
         return index

@@ -46,6 +46,12 @@ class ExportClient(Protocol):
         """The dataset's index object, or None if it has none."""
         ...
 
+    async def _dataset_index(
+        self, dataset_id: str, key_prefix: str | None = None, *, max_bytes: int | None = None
+    ) -> DatasetIndex | None:
+        """The index, or None if it has none or (with ``max_bytes``) it is larger."""
+        ...
+
     async def __aenter__(self) -> Any:
         """Open the client."""
         ...

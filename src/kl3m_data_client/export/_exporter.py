@@ -20,13 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kl3m_data_client._budget import NeedRoom
 from kl3m_data_client._errors import (
     InvalidInputError,
     KL3MError,
 )
-from kl3m_data_client._formats import decode_index
-from kl3m_data_client._keys import index_key
 from kl3m_data_client._sizes import MiB
 from kl3m_data_client._stream import closing
 from kl3m_data_client.export._auto import processes_usable
@@ -176,17 +173,13 @@ async def _fetch_total(client: ExportClient, plan: ExportPlan, tracker: Tracker)
     an index over :data:`PROGRESS_INDEX_MAX_BYTES` is closed unread)."""
     if plan.ids is not None or plan.shard is not None:
         return
-    key = index_key(plan.dataset_id, plan.key_prefix)
-    limits = client.config.limits
-    limits = replace(
-        limits, max_inflated_bytes=min(limits.max_inflated_bytes, PROGRESS_INDEX_MAX_BYTES)
-    )
     try:
-        data = await client._store.get(key, admit=lambda size: size <= PROGRESS_INDEX_MAX_BYTES)
-        if data is None or len(data) > PROGRESS_INDEX_MAX_BYTES:  # (a body without a length)
-            return
-        index = await asyncio.to_thread(decode_index, key, data, plan.dataset_id, limits)
-    except (KL3MError, NeedRoom):
+        index = await client._dataset_index(
+            plan.dataset_id, plan.key_prefix, max_bytes=PROGRESS_INDEX_MAX_BYTES
+        )
+    except KL3MError:
+        return
+    if index is None:
         return
     total = index.metadata.count or len(index.objects)
     if plan.max_documents is not None:
